@@ -1234,7 +1234,7 @@ _CWE732 = [
             """,
             """
             os.makedirs(path, exist_ok=True)
-            os.chmod(path, 0o750)
+            os.chmod(path, 0o700)
             return os.path.abspath(path)
             """,
         ],

