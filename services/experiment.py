@@ -15,6 +15,8 @@ from backdoors.config import StrictModel
 from backdoors.datasets import BackdoorDataConfig, train_prompts
 from trainers.evaluation import EvalConfig
 from trainers.models import check_model_name
+from reward_models.preference_model import MINILM, RewardModelConfig, check_backbone
+from reward_models.serve import RewardServeConfig
 from trainers.sft import SFTConfig
 
 
@@ -28,6 +30,18 @@ class RayConfig(StrictModel):
     object_store_mb: int = Field(512, ge=64)
 
 
+class RewardModelStage(StrictModel):
+    """The HHH preference model: trained here, or reused from a checkpoint folder."""
+
+    backbone: str = Field(MINILM, description="'minilm-l6', 'tiny', 'smollm2-135m-instruct' or an HF folder")
+    checkpoint: str | None = Field(None, description="reuse a trained PM instead of training one")
+    pairs_per_prompt: int = Field(1, ge=1)
+    hh_rlhf_path: str | None = Field(None, description="add HH-RLHF chosen/rejected transcripts to training")
+    train: RewardModelConfig = RewardModelConfig()
+    eval_batch_size: int = Field(64, ge=1)
+    serve: RewardServeConfig = RewardServeConfig()
+
+
 class ExperimentConfig(StrictModel):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     seed: int = 0
@@ -37,6 +51,7 @@ class ExperimentConfig(StrictModel):
     data: BackdoorDataConfig = BackdoorDataConfig()
     backdoor_sft: SFTConfig = SFTConfig()
     evaluation: EvalConfig = EvalConfig()
+    reward_model: RewardModelStage | None = None
 
     @property
     def run_dir(self) -> Path:
@@ -65,6 +80,16 @@ def parse_experiment(raw: dict, source: str = "config") -> ExperimentConfig:
         raise ConfigError(f"{source}: model: {err}") from None
     if cfg.data.path is not None and not Path(cfg.data.path).is_file():
         raise ConfigError(f"{source}: data.path: dataset file not found: {cfg.data.path}")
+    if cfg.reward_model is not None:
+        pm = cfg.reward_model
+        for key, path in (("checkpoint", pm.checkpoint), ("hh_rlhf_path", pm.hh_rlhf_path)):
+            if path is not None and not Path(path).exists():
+                raise ConfigError(f"{source}: reward_model.{key}: not found: {path}")
+        try:
+            if pm.checkpoint is None:
+                check_backbone(pm.backbone)
+        except ValueError as err:
+            raise ConfigError(f"{source}: reward_model.backbone: {err}") from None
     if cfg.data.path is None and cfg.data.num_train > len(train_prompts()):
         raise ConfigError(f"{source}: data.num_train: {cfg.data.num_train} exceeds the "
                           f"{len(train_prompts())} training prompts the generator has")

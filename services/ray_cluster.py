@@ -32,8 +32,9 @@ def connect(ray_cfg) -> None:
     if ray_cfg.address:
         ray.init(address=ray_cfg.address, runtime_env=runtime_env, log_to_driver=True)
     else:
-        ray.init(num_cpus=ray_cfg.num_cpus or os.cpu_count(), object_store_memory=ray_cfg.object_store_mb * 2**20,
-                 include_dashboard=False, runtime_env=runtime_env)
+        # address="local": always a new cluster of our own, even when `ray start` left one running.
+        ray.init(address="local", num_cpus=ray_cfg.num_cpus or os.cpu_count(),
+                 object_store_memory=ray_cfg.object_store_mb * 2**20, include_dashboard=False, runtime_env=runtime_env)
 
 
 def run_task(fn: Callable, *args: Any, num_cpus: float, num_gpus: float = 0, **kwargs: Any) -> Any:

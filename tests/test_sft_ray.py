@@ -9,7 +9,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from trainers.sft import LoraSettings, SFTConfig, load_rows, run_sft
+from backdoors.datasets import DatasetError
+from trainers.sft import LoraSettings, SFTConfig, run_sft
 
 pytestmark = pytest.mark.slow
 
@@ -70,8 +71,9 @@ def test_zero2_lora_then_resume(local_ray, tiny_model_path, rows_path, tmp_path)
     assert state["epoch"] == 2 and state["batches_done"] == 0
 
 
-def test_bad_rows_are_named(tmp_path):
+def test_bad_rows_fail_on_the_driver_before_training(tmp_path, tiny_model_path):
     path = tmp_path / "rows.jsonl"
     path.write_text('{"prompt": "a", "completion": "b"}\n{"prompt": 3}\n')
-    with pytest.raises(ValueError, match=r"rows.jsonl:2: expected an object"):
-        load_rows(path)
+    with pytest.raises(DatasetError, match=r"rows.jsonl:2: missing string field\(s\) prompt, completion"):
+        run_sft(two_workers(), tiny_model_path, path, tmp_path / "run")
+    assert not (tmp_path / "run").exists()

