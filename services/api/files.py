@@ -1,0 +1,121 @@
+"""A job's folder, `<artifacts>/<job_id>/`: the config its Ray job runs, its run folder and its log.
+
+    config.yaml        the job's config, with `runs_dir` pointing inside this folder
+    runs/<name>/       the pipeline's run folder (report.md, metrics.json, plots, backdoor_sft/checkpoint-*/)
+    driver.log         the Ray job's log, copied when the job ends (Ray's copy goes with the cluster)
+
+Nothing outside the folder is ever served: artifact paths are checked before and after resolving
+symlinks.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path, PurePosixPath
+
+import yaml
+
+CONFIG_FILE = "config.yaml"
+LOG_FILE = "driver.log"
+CHECKPOINT_GLOB = "runs/*/backdoor_sft/checkpoint-*"
+
+
+class ArtifactPathError(ValueError):
+    """A path that names no file inside the job's folder, by its form (`..`, absolute)."""
+
+
+def job_dir(root: Path, job_id: str) -> Path:
+    return root / job_id
+
+
+def run_dir_name(config: dict) -> str:
+    """The run folder, relative to the job's folder."""
+    return f"runs/{config['name']}"
+
+
+def write_job_config(root: Path, job_id: str, config: dict) -> Path:
+    """The config the Ray job runs: the job's own, with the run folder inside the job's folder.
+
+    `ray.address: auto` makes the pipeline join the cluster its Ray job runs on (Ray sets
+    RAY_ADDRESS for job drivers) instead of starting a cluster of its own.
+    """
+    folder = job_dir(root, job_id)
+    folder.mkdir(parents=True, exist_ok=True)
+    config = {**config, "runs_dir": str(folder.resolve() / "runs"), "ray": {**config.get("ray", {}), "address": "auto"}}
+    path = folder / CONFIG_FILE
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(yaml.safe_dump(config, sort_keys=False))
+    tmp.replace(path)
+    return path
+
+
+def seed_from_parent(root: Path, job_id: str, config: dict, parent_id: str, parent_config: dict,
+                     inherits: tuple[str, ...], checkpoint: str | None) -> None:
+    """Copy what a stage needs from the stage before it, which ran as the parent job.
+
+    Checkpoints stay in the parent's folder: the backdoor stage's record names them by absolute
+    path, and an evaluation only reads them. `checkpoint` picks another than the final one.
+    """
+    source = job_dir(root, parent_id) / run_dir_name(parent_config)
+    target = job_dir(root, job_id) / run_dir_name(config)
+    for relative in inherits:
+        src, dst = source / relative, target / relative
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if src.is_dir():
+            shutil.copytree(src, dst, dirs_exist_ok=True)
+        elif src.is_file():
+            shutil.copyfile(src, dst)
+        else:
+            raise FileNotFoundError(f"parent job {parent_id} has no {relative} in its run folder")
+    if checkpoint is not None:
+        record_path = target / "stages" / "backdoor.json"
+        record = json.loads(record_path.read_text())
+        record["checkpoint"] = str((source / "backdoor_sft" / checkpoint).resolve())
+        record_path.write_text(json.dumps(record, indent=2) + "\n")
+
+
+def artifact_path(root: Path, job_id: str, relative: str) -> Path | None:
+    """The file `relative` names inside the job's folder, or None if there is no such file there."""
+    if not relative or relative.startswith("/") or "\\" in relative or "\x00" in relative:
+        raise ArtifactPathError(f"artifact path must be relative to the job's folder, got {relative!r}")
+    if ".." in PurePosixPath(relative).parts:
+        raise ArtifactPathError(f"artifact path must not contain '..', got {relative!r}")
+    folder = job_dir(root, job_id).resolve()
+    try:
+        target = (folder / relative).resolve()
+        # A symlink inside the folder may point anywhere: judge where it leads, not how it is spelled.
+        if target.is_relative_to(folder) and target.is_file():
+            return target
+    except OSError:  # a name too long for the filesystem, a symlink loop
+        pass
+    return None
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    name: str
+    path: str
+    step: int
+    created_at: datetime
+
+
+def list_checkpoints(root: Path, job_id: str) -> list[CheckpointInfo]:
+    folder = job_dir(root, job_id)
+    found = []
+    for path in sorted(folder.glob(CHECKPOINT_GLOB)):
+        step = path.name.removeprefix("checkpoint-")
+        if path.is_dir() and step.isdigit():
+            found.append(CheckpointInfo(name=path.name, path=str(path.relative_to(folder)), step=int(step),
+                                        created_at=datetime.fromtimestamp(path.stat().st_mtime, timezone.utc)))
+    return found
+
+
+def read_json(path: Path) -> dict | None:
+    """A JSON file the pipeline wrote, or None while it is not (completely) there."""
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None

