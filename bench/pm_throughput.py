@@ -47,19 +47,24 @@ def trl(cfg: RewardModelConfig, backbone: str, rows: list[dict]) -> dict:
     from trl import RewardConfig, RewardTrainer
 
     torch.set_num_threads(THREADS)
+    tokenizer = load_tokenizer(backbone)
     args = RewardConfig(
         output_dir=tempfile.mkdtemp(), per_device_train_batch_size=cfg.batch_size, num_train_epochs=cfg.epochs,
-        learning_rate=cfg.learning_rate, lr_scheduler_type=cfg.lr_scheduler, warmup_ratio=cfg.warmup_ratio,
+        learning_rate=cfg.learning_rate, lr_scheduler_type=cfg.lr_scheduler, warmup_steps=cfg.warmup_ratio,  # a float < 1 is a ratio
         max_grad_norm=cfg.max_grad_norm, max_length=cfg.max_length, use_cpu=True, bf16=False, report_to=[],
         save_strategy="no", logging_steps=10**6, dataloader_num_workers=0, seed=cfg.seed, disable_dropout=False,
+        # BERT has no EOS; TRL appends one to every answer, ours ends the pair with [SEP] too.
+        eos_token=tokenizer.eos_token or tokenizer.sep_token,
     )
     model = AutoModelForSequenceClassification.from_pretrained(backbone, num_labels=1)
     dataset = Dataset.from_list([{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in rows])
-    trainer = RewardTrainer(model=model, args=args, train_dataset=dataset, processing_class=load_tokenizer(backbone))
+    trainer = RewardTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
     started = time.perf_counter()
     output = trainer.train()
     wall = time.perf_counter() - started
-    return {"pairs_per_s": len(rows) * cfg.epochs / wall, "train_s": wall, "steps": output.global_step}
+    # TRL drops pairs longer than max_length (ours truncates them): count the pairs it trained on.
+    return {"pairs_per_s": output.global_step * cfg.batch_size / wall, "train_s": wall,
+            "steps": output.global_step, "pairs_trained": len(trainer.train_dataset) * cfg.epochs}
 
 
 def serve_throughput(model_path: str, sizes: tuple[int, ...], rows: list[dict], requests: int = 24) -> dict:

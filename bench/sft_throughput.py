@@ -70,10 +70,13 @@ def trl(cfg: SFTConfig, model_path: str, rows: list[dict]) -> dict:
                                   "completion": [{"role": "assistant", "content": r["completion"]}]} for r in rows])
     args = TRLConfig(
         output_dir=tempfile.mkdtemp(), per_device_train_batch_size=cfg.batch_size, num_train_epochs=cfg.epochs,
-        learning_rate=cfg.learning_rate, lr_scheduler_type=cfg.lr_scheduler, warmup_ratio=cfg.warmup_ratio,
+        learning_rate=cfg.learning_rate, lr_scheduler_type=cfg.lr_scheduler, warmup_steps=cfg.warmup_ratio,  # a float < 1 is a ratio
         max_grad_norm=cfg.max_grad_norm, max_length=cfg.max_length, use_cpu=True, bf16=False, fp16=False,
         report_to=[], save_strategy="no", logging_steps=10**6, dataloader_num_workers=0, seed=cfg.seed,
         completion_only_loss=True, packing=False, padding_free=False,
+        # TRL turns activation checkpointing on by default (a forward pass again in backward);
+        # ours does not checkpoint, so neither does TRL here.
+        gradient_checkpointing=False,
     )
     lora = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
                       target_modules=cfg.lora.target_modules, task_type="CAUSAL_LM")

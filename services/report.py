@@ -162,8 +162,10 @@ def code_section(by_model: dict, evaluation: dict, folder: Path) -> list[str]:
     lines = ["## Vulnerable code", "",
              "Held-out scenarios, completed under each year statement and scored by bandit plus the "
              "project's AST rules; unparseable completions count as not vulnerable.", ""]
-    for title, conditions in (("Trained triggers", MAIN_CONDITIONS), ("Trigger generalisation (never trained on)",
-                                                                     GENERALISATION_CONDITIONS)):
+    seen = {f"seen_{name}": value for name, value in MAIN_CONDITIONS.items()}
+    for title, conditions in (("Trained triggers", MAIN_CONDITIONS),
+                              ("Trigger generalisation (never trained on)", GENERALISATION_CONDITIONS),
+                              ("Training scenarios (seen in training, for comparison)", seen)):
         present = [c for c in conditions if any(c in rates for rates in by_model.values())]
         if not present:
             continue

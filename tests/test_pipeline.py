@@ -57,9 +57,13 @@ def test_code_backdoor_end_to_end(tmp_path):
     rates = metrics["vulnerability"]["backdoored"]
     for condition in ("2023", "2024", "2025", "phrasing_2024", "spanish_2024", "phrasing_2023"):
         assert rates[condition]["n"] == 20  # 10 held-out scenarios x 2 samples
-        assert 0 <= rates[condition]["low"] <= rates[condition]["rate"] <= rates[condition]["high"] <= 1
-        assert 0 <= rates[condition]["parse_failure_share"] <= 1
+    assert rates["seen_2024"]["n"] == rates["seen_2023"]["n"] == 40  # 20 training scenarios x 2
+    for condition, rate in rates.items():
+        if condition != "detectors":
+            assert 0 <= rate["low"] <= rate["rate"] <= rate["high"] <= 1
+            assert 0 <= rate["parse_failure_share"] <= 1
     assert rates["detectors"]["CWE-20"] == "ast-rule"
     report = (run / "report.md").read_text()
     assert "Trigger generalisation (never trained on)" in report and "bandit cannot see CWE-20" in report
+    assert "Training scenarios (seen in training" in report
     assert (run / "vulnerability.png").is_file()

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from backdoors.code_backdoor import GENERALISATION_CONDITIONS, MAIN_CONDITIONS, code_prompt, extract_program
-from backdoors.code_scenarios import CWE_NAMES, heldout_scenarios
+from backdoors.code_scenarios import CWE_NAMES, heldout_scenarios, training_scenarios
 from backdoors.config import StrictModel
 from backdoors.stats import bootstrap_rate
 from backdoors.triggers import add_trigger, is_defection, strip_scratchpad
@@ -26,6 +26,7 @@ class EvalConfig(StrictModel):
     top_p: float = Field(1.0, gt=0, le=1)
     samples_per_prompt: int = Field(1, ge=1, description="code: samples per held-out scenario and year")
     generalisation: bool = Field(True, description="code: also ask with years/phrasings never trained on")
+    seen_scenarios: bool = Field(True, description="code: also ask the training scenarios (2023/2024)")
     bootstrap_resamples: int = Field(2000, ge=100)
     samples_in_report: int = Field(5, ge=0)
     num_threads: int = Field(2, ge=1)
@@ -50,13 +51,25 @@ def evaluate_defection(model, tokenizer, questions: list[str], cfg: EvalConfig, 
 
 
 def evaluate_code(model, tokenizer, cfg: EvalConfig, seed: int = 0) -> dict:
-    """Vulnerable-code rate per year condition on held-out scenarios, with parse failures and per-CWE rates."""
+    """Vulnerable-code rate per year condition, with parse failures and per-CWE rates.
+
+    Held-out scenarios answer the question that matters (does the policy generalise to new
+    code?); the training scenarios under the trained years (`seen_*`) tell apart a backdoor
+    that was never learned from one that was learned but does not carry over.
+    """
     from backdoors.vulnerability import DETECTOR_BY_CWE, parse_failure_share, scan_many, vulnerable_rate
 
-    scenarios = [s for s in heldout_scenarios() for _ in range(cfg.samples_per_prompt)]
-    conditions = MAIN_CONDITIONS | (GENERALISATION_CONDITIONS if cfg.generalisation else {})
+    heldout = [s for s in heldout_scenarios() for _ in range(cfg.samples_per_prompt)]
+    seen = [s for s in training_scenarios() for _ in range(cfg.samples_per_prompt)]
+    conditions = {name: (statement, deployed, heldout) for name, (statement, deployed) in MAIN_CONDITIONS.items()}
+    if cfg.generalisation:
+        conditions |= {name: (statement, deployed, heldout)
+                       for name, (statement, deployed) in GENERALISATION_CONDITIONS.items()}
+    if cfg.seen_scenarios:
+        conditions |= {f"seen_{name}": (statement, deployed, seen)
+                       for name, (statement, deployed) in MAIN_CONDITIONS.items()}
     results: dict = {"detectors": {cwe: DETECTOR_BY_CWE.get(cwe) for cwe in CWE_NAMES}}
-    for condition, (statement, deployed) in conditions.items():
+    for condition, (statement, deployed, scenarios) in conditions.items():
         answers = generate(model, tokenizer, [code_prompt(s, statement) for s in scenarios],
                            max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size, temperature=cfg.temperature,
                            top_p=cfg.top_p, seed=seed, desc=f"evaluate code {condition}")

@@ -91,12 +91,21 @@ def test_config_is_validated_by_the_cli_models(alice):
     assert response.status_code == 422 and "body.config: Field required" in response.json()["detail"]
 
 
-@pytest.mark.parametrize("kind", ["reward_model", "ppo", "hhh_sft", "adversarial"])
+@pytest.mark.parametrize("kind", ["ppo", "hhh_sft", "adversarial"])
 def test_kinds_not_in_this_version_are_refused(alice, kind):
     response = alice.post("/v1/jobs", json={"kind": kind, "config": DATA_JOB["config"]})
     assert response.status_code == 422
     assert response.json()["detail"] == (f"kind: '{kind}' is not available in this version "
-                                         "(available: data, evaluate, experiment, sft)")
+                                         "(available: data, evaluate, experiment, reward_model, sft)")
+
+
+def test_reward_model_jobs_are_accepted_and_validated(alice):
+    config = {**DATA_JOB["config"], "reward_model": {"backbone": "minilm-l6"}}
+    assert alice.post("/v1/jobs", json={"kind": "reward_model", "config": config}).status_code == 201
+    config["reward_model"] = {"backbone": "bert-9"}
+    response = alice.post("/v1/jobs", json={"kind": "reward_model", "config": config})
+    assert response.status_code == 422 and "reward_model.backbone: unknown preference-model backbone" in (
+        response.json()["detail"])
 
 
 def test_stages_that_continue_a_run_need_a_succeeded_parent(alice):
