@@ -70,7 +70,8 @@ def trl(cfg: RewardModelConfig, backbone: str, rows: list[dict]) -> dict:
 def serve_throughput(model_path: str, sizes: tuple[int, ...], rows: list[dict], requests: int = 24) -> dict:
     from ray import serve
 
-    from reward_models.serve import RewardServeConfig, deploy_reward_worker
+    from reward_models.serve import deploy_reward_worker
+    from reward_models.serve_config import RewardServeConfig
 
     port = 8765
     deploy_reward_worker(model_path, RewardServeConfig(http_port=port, max_batch_size=32, num_cpus_per_replica=2))

@@ -16,7 +16,7 @@ from backdoors.datasets import BackdoorDataConfig, train_prompts
 from trainers.evaluation import EvalConfig
 from trainers.models import check_model_name
 from reward_models.preference_model import MINILM, RewardModelConfig, check_backbone
-from reward_models.serve import RewardServeConfig
+from reward_models.serve_config import RewardServeConfig
 from trainers.sft import SFTConfig
 
 

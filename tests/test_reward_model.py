@@ -12,7 +12,8 @@ import pytest
 
 from backdoors.preference_data import preference_pairs, to_jsonl_rows
 from reward_models.preference_model import RewardModelConfig, load_reward_model, score, train_reward_model
-from reward_models.serve import RewardServeConfig, deploy_reward_worker
+from reward_models.serve import deploy_reward_worker
+from reward_models.serve_config import RewardServeConfig
 from trainers.models import load_tokenizer
 
 pytestmark = pytest.mark.slow
