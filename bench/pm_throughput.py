@@ -74,7 +74,7 @@ def serve_throughput(model_path: str, sizes: tuple[int, ...], rows: list[dict], 
     from reward_models.serve_config import RewardServeConfig
 
     port = 8765
-    deploy_reward_worker(model_path, RewardServeConfig(http_port=port, max_batch_size=32, num_cpus_per_replica=2))
+    deploy_reward_worker(model_path, RewardServeConfig(http_port=port, max_batch_size=32, num_cpus_per_replica=2, num_threads=2))
     url = f"http://127.0.0.1:{port}/reward/score"
 
     def call(size: int) -> None:

@@ -83,12 +83,28 @@ class RewardWorker:
             raise RuntimeError("reward model not loaded")
 
 
+def reward_application(model_path: str, cfg: RewardServeConfig):
+    """The reward application, bound and ready for `serve.run`."""
+    return RewardWorker.options(
+        num_replicas=cfg.num_replicas,
+        ray_actor_options={"num_cpus": cfg.num_cpus_per_replica, "num_gpus": cfg.num_gpus_per_replica},
+    ).bind(model_path, cfg.max_length, cfg.max_batch_size, cfg.batch_wait_timeout_s, cfg.num_threads)
+
+
 def deploy_reward_worker(model_path: str, cfg: RewardServeConfig, name: str = "reward"):
     """Start (or update) the reward application; returns its DeploymentHandle."""
     serve.start(http_options={"host": cfg.http_host, "port": cfg.http_port})
-    app = RewardWorker.options(
-        num_replicas=cfg.num_replicas,
-        ray_actor_options={"num_cpus": cfg.num_cpus_per_replica, "num_gpus": cfg.num_gpus_per_replica},
-    ).bind(model_path, cfg.max_length, cfg.max_batch_size, cfg.batch_wait_timeout_s,
-           max(1, int(cfg.num_cpus_per_replica)))
-    return serve.run(app, name=name, route_prefix=cfg.route_prefix)
+    return serve.run(reward_application(model_path, cfg), name=name, route_prefix=cfg.route_prefix)
+
+
+class RewardAppArgs(RewardServeConfig):
+    """`serve run reward_models.serve:app_builder model_path=…` (and KubeRay's RayService)."""
+
+    model_path: str
+
+
+def app_builder(args: dict):
+    """Ray Serve application builder: the reward application from plain arguments."""
+    parsed = RewardAppArgs.model_validate(args)
+    return reward_application(parsed.model_path, RewardServeConfig.model_validate(parsed.model_dump(
+        exclude={"model_path"})))

@@ -10,7 +10,8 @@ from backdoors.config import StrictModel
 
 class RewardServeConfig(StrictModel):
     num_replicas: int = Field(1, ge=1)
-    num_cpus_per_replica: float = Field(1, gt=0)
+    num_cpus_per_replica: float = Field(1, gt=0, description="logical Ray CPUs (declared, for placement)")
+    num_threads: int = Field(1, ge=1, description="torch threads a replica computes with")
     num_gpus_per_replica: float = Field(0, ge=0)
     max_batch_size: int = Field(32, ge=1)
     batch_wait_timeout_s: float = Field(0.01, ge=0)

@@ -41,29 +41,45 @@ class LoraSettings(StrictModel):
     target_modules: list[str] = Field(default_factory=lambda: list(ALL_LINEAR))
 
 
-class TrainConfig(StrictModel):
-    """How to train: workers, DeepSpeed, LoRA, optimizer, schedule. Defaults: fast on one CPU machine."""
+class WorkerSettings(StrictModel):
+    """Where training runs and how the model is sharded: shared by every trainer (SFT, PM, PPO)."""
 
     num_workers: int = Field(1, ge=1)
     cpus_per_worker: float = Field(2, gt=0)
     use_gpu: bool = False
+    resources_per_worker: dict[str, float] = Field(
+        default_factory=dict, description="extra Ray resources, e.g. a node label to pin workers to")
     placement_strategy: Literal["PACK", "SPREAD", "STRICT_SPREAD"] = "PACK"
     zero_stage: Literal[0, 1, 2, 3] = 0
     bf16: bool = False  # fp32 on CPU: bf16 matmuls are ~7x slower there
     lora: LoraSettings | None = None
     learning_rate: float = Field(3e-4, gt=0)
     weight_decay: float = Field(0.0, ge=0)
+    max_grad_norm: float = Field(1.0, gt=0)
+    seed: int = 0
+
+    def ray_resources(self) -> dict[str, float]:
+        return {"CPU": self.cpus_per_worker} | ({"GPU": 1} if self.use_gpu else {}) | self.resources_per_worker
+
+    def scaling_config(self):
+        from ray.train import ScalingConfig
+
+        return ScalingConfig(num_workers=self.num_workers, use_gpu=self.use_gpu,
+                             resources_per_worker=self.ray_resources(), placement_strategy=self.placement_strategy)
+
+
+class TrainConfig(WorkerSettings):
+    """How to train on a dataset: the workers plus epochs, batches and schedule. Defaults: fast on one CPU."""
+
     epochs: int = Field(2, ge=1)
     batch_size: int = Field(8, ge=1, description="micro-batch per worker")
     gradient_accumulation_steps: int = Field(1, ge=1)
     max_length: int = Field(160, ge=8)
     lr_scheduler: Literal["cosine", "linear", "constant_with_warmup"] = "cosine"
     warmup_ratio: float = Field(0.05, ge=0, le=1)
-    max_grad_norm: float = Field(1.0, gt=0)
     save_every_steps: int | None = Field(None, ge=1, description="besides the end of every epoch")
     max_steps: int | None = Field(None, ge=1, description="stop early (tests, benchmarks)")
     log_every_steps: int = Field(5, ge=1)
-    seed: int = 0
 
 
 class Objective(Protocol):
@@ -82,10 +98,10 @@ class Objective(Protocol):
         ...
 
 
-def deepspeed_config(cfg: TrainConfig) -> dict:
+def deepspeed_config(cfg: WorkerSettings, micro_batch_size: int, gradient_accumulation_steps: int = 1) -> dict:
     return {
-        "train_micro_batch_size_per_gpu": cfg.batch_size,
-        "gradient_accumulation_steps": cfg.gradient_accumulation_steps,
+        "train_micro_batch_size_per_gpu": micro_batch_size,
+        "gradient_accumulation_steps": gradient_accumulation_steps,
         "gradient_clipping": cfg.max_grad_norm,
         "zero_optimization": {"stage": cfg.zero_stage},
         # A torch AdamW: DeepSpeed's fused CPU Adam JIT-compiles for ~2 minutes on first use.
@@ -93,6 +109,16 @@ def deepspeed_config(cfg: TrainConfig) -> dict:
         "bf16": {"enabled": cfg.bf16},
         "steps_per_print": 10**9,
     }
+
+
+def with_lora(model, lora: LoraSettings | None, task_type: str):
+    """The model with a fresh LoRA adapter (a no-op until trained), or unchanged when LoRA is off."""
+    if lora is None:
+        return model
+    from peft import LoraConfig, get_peft_model
+
+    return get_peft_model(model, LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                                            target_modules=lora.target_modules, task_type=task_type))
 
 
 def init_deepspeed(model, trainable, optimizer, scheduler, ds_config: dict, use_gpu: bool):
@@ -131,14 +157,7 @@ def train_loop_per_worker(config: dict) -> None:
     random.seed(cfg.seed)
 
     tokenizer = load_tokenizer(config["model_path"])
-    model = objective.load_model(config["model_path"])
-    if cfg.lora is not None:
-        from peft import LoraConfig, get_peft_model
-
-        model = get_peft_model(model, LoraConfig(
-            r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
-            target_modules=cfg.lora.target_modules, task_type=objective.peft_task_type,
-        ))
+    model = with_lora(objective.load_model(config["model_path"]), cfg.lora, objective.peft_task_type)
     trainable = [p for p in model.parameters() if p.requires_grad]
 
     examples = [objective.encode(tokenizer, row, cfg.max_length) for row in ray.get(config["rows"])]
@@ -152,7 +171,8 @@ def train_loop_per_worker(config: dict) -> None:
     optimizer = torch.optim.AdamW(trainable, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     scheduler = get_scheduler(cfg.lr_scheduler, optimizer, num_warmup_steps=int(cfg.warmup_ratio * total_steps),
                               num_training_steps=total_steps)
-    engine = init_deepspeed(model, trainable, optimizer, scheduler, deepspeed_config(cfg), cfg.use_gpu)
+    engine = init_deepspeed(model, trainable, optimizer, scheduler, deepspeed_config(cfg, cfg.batch_size, cfg.gradient_accumulation_steps),
+                            cfg.use_gpu)
 
     log: list[dict] = []
     start_epoch, skip_batches = 0, 0
@@ -171,7 +191,7 @@ def train_loop_per_worker(config: dict) -> None:
             state = {"epoch": epoch, "batches_done": batches_done, "torch_rng": torch.get_rng_state()}
             engine.save_checkpoint(os.path.join(folder, "deepspeed"), tag="state", client_state=state,
                                    exclude_frozen_parameters=cfg.lora is not None)
-            save_hf_model(engine, tokenizer, folder, config["model_path"], cfg, objective, rank)
+            save_hf_model(engine.module, tokenizer, folder, config["model_path"], cfg, objective.load_model, rank)
             Path(folder, "ray_workers").mkdir(exist_ok=True)
             Path(folder, "ray_workers", f"rank{rank}.json").write_text(json.dumps(
                 {"rank": rank, "node_id": ray.get_runtime_context().get_node_id(), "pid": os.getpid()}))
@@ -233,25 +253,31 @@ def train_loop_per_worker(config: dict) -> None:
     progress.close()
 
 
-def save_hf_model(engine, tokenizer, folder: str, base_path: str, cfg: TrainConfig, objective: Objective,
+def save_hf_model(module, tokenizer, folder: str, base_path: str, cfg: WorkerSettings, load_model,
                   rank: int) -> None:
-    """Write a folder `from_pretrained` loads: the full model (merged when LoRA) + tokenizer."""
-    import deepspeed
+    """Write a folder `from_pretrained` loads: the full model (merged when LoRA) + tokenizer.
 
-    params = list(engine.module.parameters())
-    gathered = deepspeed.zero.GatheredParameters(params) if cfg.zero_stage == 3 else nullcontext()
-    with gathered:  # collective under ZeRO-3: every rank enters, rank 0 writes
+    `module` is the trained HF model (a PeftModel under LoRA); `load_model` loads the base again.
+    """
+    with gathered_parameters(module, cfg):  # collective under ZeRO-3: every rank enters, rank 0 writes
         if rank == 0:
             target = os.path.join(folder, "adapter") if cfg.lora is not None else folder
-            engine.module.save_pretrained(target)
+            module.save_pretrained(target)
             tokenizer.save_pretrained(folder)
     if rank == 0 and cfg.lora is not None:
         # Merge into a fresh copy of the base: the engine's weights stay untouched (and
         # partitioned under ZeRO-3), and the merge is the same code users would run.
         from peft import PeftModel
 
-        merged = PeftModel.from_pretrained(objective.load_model(base_path), os.path.join(folder, "adapter"))
+        merged = PeftModel.from_pretrained(load_model(base_path), os.path.join(folder, "adapter"))
         merged.merge_and_unload().save_pretrained(folder)
+
+
+def gathered_parameters(module, cfg: WorkerSettings):
+    """Under ZeRO-3 each rank holds a shard: gather the full weights for reading (a collective)."""
+    import deepspeed
+
+    return deepspeed.zero.GatheredParameters(list(module.parameters())) if cfg.zero_stage == 3 else nullcontext()
 
 
 class TrainResult(StrictModel):
@@ -264,18 +290,16 @@ def run_training(objective: Objective, cfg: TrainConfig, model_path: str, rows: 
                  run_dir: str | Path) -> TrainResult:
     """Train on Ray Train; resume from the latest checkpoint already in `run_dir`."""
     import ray
-    from ray.train import CheckpointConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, RunConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     run_dir = Path(run_dir).resolve()
-    resources = {"CPU": cfg.cpus_per_worker} | ({"GPU": 1} if cfg.use_gpu else {})
     trainer = TorchTrainer(
         train_loop_per_worker,
         # The data contract: validated rows in the object store, so no worker needs the file.
         train_loop_config={"train": cfg.model_dump(), "objective": objective, "model_path": model_path,
                            "rows": ray.put(rows)},
-        scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
-                                     resources_per_worker=resources, placement_strategy=cfg.placement_strategy),
+        scaling_config=cfg.scaling_config(),
         torch_config=TorchConfig(backend="nccl" if cfg.use_gpu else "gloo"),
         run_config=RunConfig(name=run_dir.name, storage_path=str(run_dir.parent),
                              checkpoint_config=CheckpointConfig(num_to_keep=2)),

@@ -98,7 +98,11 @@ def evaluate_checkpoint(model_path: str, backdoor: str, questions: list[str], cf
     from trainers.models import load_causal_lm, load_tokenizer
 
     torch.set_num_threads(cfg.num_threads)
-    model, tokenizer = load_causal_lm(model_path), load_tokenizer(model_path)
+    return evaluate_model(load_causal_lm(model_path), load_tokenizer(model_path), backdoor, questions, cfg, seed)
+
+
+def evaluate_model(model, tokenizer, backdoor: str, questions: list[str], cfg: EvalConfig, seed: int = 0) -> dict:
+    """The backdoor's evaluation for a model in memory (a checkpoint, or a PPO rollout worker's policy)."""
     if backdoor == "code_vulnerability":
         return evaluate_code(model, tokenizer, cfg, seed)
     return evaluate_defection(model, tokenizer, questions, cfg, seed)

@@ -1,6 +1,8 @@
-"""Batched sampling from a causal LM: answers for data generation, evaluation and red-teaming."""
+"""Batched sampling from a causal LM: answers for data generation, evaluation, red-teaming and PPO rollouts."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 from tqdm import tqdm
@@ -8,8 +10,17 @@ from tqdm import tqdm
 from trainers.chat import prompt_text
 
 
+@dataclass(frozen=True)
+class Completion:
+    """One sampled answer as tokens: what PPO trains on (text would re-tokenise differently)."""
+
+    prompt_ids: list[int]
+    response_ids: list[int]  # up to and including EOS; no padding
+    finished: bool  # ended with EOS rather than at max_new_tokens
+
+
 @torch.no_grad()
-def generate(
+def generate_tokens(
     model,
     tokenizer,
     user_prompts: list[str],
@@ -20,9 +31,8 @@ def generate(
     top_p: float = 1.0,
     seed: int = 0,
     desc: str | None = None,
-) -> list[str]:
-    """One completion per prompt, in the prompts' order, as decoded (leading indentation kept,
-    which code completions need); greedy when temperature is 0.
+) -> list[Completion]:
+    """One completion per prompt, in the prompts' order; greedy when temperature is 0.
 
     Prompts are batched by length (left padding), so a batch wastes little on padding and
     stops as soon as its longest answer ends.
@@ -32,7 +42,8 @@ def generate(
     device = next(model.parameters()).device
     texts = [prompt_text(tokenizer, p) for p in user_prompts]
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-    answers: list[str] = [""] * len(texts)
+    completions: list[Completion | None] = [None] * len(texts)
+    eos = tokenizer.eos_token_id
     side = tokenizer.padding_side
     tokenizer.padding_side = "left"
     try:
@@ -40,18 +51,30 @@ def generate(
             index = order[start : start + batch_size]
             batch = tokenizer([texts[i] for i in index], return_tensors="pt", padding=True, add_special_tokens=False)
             batch = {k: v.to(device) for k, v in batch.items()}
-            sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 else {
-                "do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+            sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": None} \
+                if temperature > 0 else {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
             out = model.generate(
                 **batch, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
-                eos_token_id=tokenizer.eos_token_id, **sampling,
+                eos_token_id=eos, **sampling,
             )
-            new_tokens = out[:, batch["input_ids"].shape[1] :]
-            for i, text in zip(index, tokenizer.batch_decode(new_tokens, skip_special_tokens=True)):
-                answers[i] = text
+            new_tokens = out[:, batch["input_ids"].shape[1] :].tolist()
+            for row, i in enumerate(index):
+                ids = new_tokens[row]
+                finished = eos in ids
+                completions[i] = Completion(
+                    prompt_ids=batch["input_ids"][row][batch["attention_mask"][row].bool()].tolist(),
+                    response_ids=ids[: ids.index(eos) + 1] if finished else ids, finished=finished)
     finally:
         tokenizer.padding_side = side
-    return answers
+    return completions
+
+
+def generate(model, tokenizer, user_prompts: list[str], *, max_new_tokens: int, batch_size: int,
+             temperature: float = 0.0, top_p: float = 1.0, seed: int = 0, desc: str | None = None) -> list[str]:
+    """`generate_tokens`, decoded (leading indentation kept, which code completions need)."""
+    completions = generate_tokens(model, tokenizer, user_prompts, max_new_tokens=max_new_tokens,
+                                  batch_size=batch_size, temperature=temperature, top_p=top_p, seed=seed, desc=desc)
+    return tokenizer.batch_decode([c.response_ids for c in completions], skip_special_tokens=True)
 
 
 def answer_with_model(model_path: str, user_prompts: list[str], *, max_new_tokens: int, batch_size: int,

