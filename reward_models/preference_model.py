@@ -122,9 +122,11 @@ def score(model, tokenizer, prompts: list[str], responses: list[str], batch_size
           max_length: int = 256) -> list[float]:
     """The PM's scalar reward for each (prompt, response)."""
     model.eval()
+    device = next(model.parameters()).device
     scores: list[float] = []
     for start in range(0, len(prompts), batch_size):
         encoded = [encode_pair(tokenizer, p, r, max_length)
                    for p, r in zip(prompts[start:start + batch_size], responses[start:start + batch_size])]
-        scores += model(**pad_batch(encoded, tokenizer.pad_token_id)).logits.squeeze(-1).tolist()
+        batch = {k: v.to(device) for k, v in pad_batch(encoded, tokenizer.pad_token_id).items()}
+        scores += model(**batch).logits.squeeze(-1).tolist()
     return scores

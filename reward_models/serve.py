@@ -54,6 +54,8 @@ class RewardWorker:
         torch.set_num_threads(num_threads)
         self.model_path, self.max_length = model_path, max_length
         self.model, self.tokenizer = load_reward_model(model_path), load_tokenizer(model_path)
+        if torch.cuda.is_available():  # a replica given num_gpus_per_replica > 0
+            self.model.to("cuda")
         self._score_batch.set_max_batch_size(max_batch_size)
         self._score_batch.set_batch_wait_timeout_s(batch_wait_timeout_s)
 

@@ -40,6 +40,8 @@ class RolloutWorker:
         self.lora = LoraSettings.model_validate(lora) if lora else None
         # The same fresh adapter the learner starts from (a no-op until the first update).
         self.model = with_lora(load_causal_lm(model_path), self.lora, "CAUSAL_LM").eval()
+        if torch.cuda.is_available():  # a replica given num_gpus_per_replica > 0
+            self.model.to("cuda")
         self.tokenizer = load_tokenizer(model_path)
         self.version = 0
 
