@@ -23,7 +23,7 @@ from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Str
 from sqlalchemy import text
 
 from services.api import files, store
-from services.api.auth import Principal, require_key
+from services.api.auth import Principal, install_keys, require_key
 from services.api.db import Database, Job as JobRow, migrate
 from services.api.jobs import Dispatcher, RayJobs, ray_token
 from services.api.kinds import KINDS, available_kinds
@@ -63,6 +63,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings.artifacts.mkdir(parents=True, exist_ok=True)
     db = Database(settings.resolved_database_url())
     migrate(db.engine)
+    if settings.api_keys:
+        install_keys(db, settings.api_keys)
     metrics = Metrics(lambda: store.count_by_state(db))
     ray = RayJobs(settings.ray_address, ray_token(settings.ray_token)) if settings.dispatch else None
     dispatcher = Dispatcher(db, ray, settings, metrics) if ray is not None else None

