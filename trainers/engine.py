@@ -62,6 +62,8 @@ class TrainConfig(StrictModel):
     max_grad_norm: float = Field(1.0, gt=0)
     save_every_steps: int | None = Field(None, ge=1, description="besides the end of every epoch")
     max_steps: int | None = Field(None, ge=1, description="stop early (tests, benchmarks)")
+    keep_checkpoints: int | None = Field(2, ge=1, description="newest checkpoints kept; None keeps every one "
+                                                              "(safety training evaluates each for its curves)")
     log_every_steps: int = Field(5, ge=1)
     seed: int = 0
 
@@ -278,7 +280,7 @@ def run_training(objective: Objective, cfg: TrainConfig, model_path: str, rows: 
                                      resources_per_worker=resources, placement_strategy=cfg.placement_strategy),
         torch_config=TorchConfig(backend="nccl" if cfg.use_gpu else "gloo"),
         run_config=RunConfig(name=run_dir.name, storage_path=str(run_dir.parent),
-                             checkpoint_config=CheckpointConfig(num_to_keep=2)),
+                             checkpoint_config=CheckpointConfig(num_to_keep=cfg.keep_checkpoints)),
     )
     result = trainer.fit()
     if result.checkpoint is None:
