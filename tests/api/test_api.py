@@ -91,12 +91,28 @@ def test_config_is_validated_by_the_cli_models(alice):
     assert response.status_code == 422 and "body.config: Field required" in response.json()["detail"]
 
 
-@pytest.mark.parametrize("kind", ["ppo", "hhh_sft", "adversarial"])
+@pytest.mark.parametrize("kind", ["ppo"])
 def test_kinds_not_in_this_version_are_refused(alice, kind):
     response = alice.post("/v1/jobs", json={"kind": kind, "config": DATA_JOB["config"]})
     assert response.status_code == 422
-    assert response.json()["detail"] == (f"kind: '{kind}' is not available in this version "
-                                         "(available: data, evaluate, experiment, reward_model, sft)")
+    assert response.json()["detail"] == (f"kind: '{kind}' is not available in this version (available: "
+                                         "adversarial, data, evaluate, experiment, hhh_sft, reward_model, sft)")
+
+
+def test_safety_kinds_check_their_section_and_need_a_parent(alice):
+    response = alice.post("/v1/jobs", json={"kind": "hhh_sft", "config": DATA_JOB["config"]})
+    assert response.status_code == 422 and "safety.method: a hhh_sft job needs a safety section" in (
+        response.json()["detail"])
+    adversarial = {**DATA_JOB["config"], "safety": {"method": "hhh_sft", "adversarial": {"replace_share": 0.5}}}
+    response = alice.post("/v1/jobs", json={"kind": "hhh_sft", "config": adversarial})
+    assert response.status_code == 422 and "'adversarial' kind" in response.json()["detail"]
+    adversarial["safety"]["adversarial"]["replace_share"] = 1.5
+    response = alice.post("/v1/jobs", json={"kind": "adversarial", "config": adversarial})
+    assert response.status_code == 422 and "safety.adversarial.replace_share" in response.json()["detail"]
+    adversarial["safety"]["adversarial"]["replace_share"] = 0.5
+    response = alice.post("/v1/jobs", json={"kind": "adversarial", "config": adversarial})
+    assert response.status_code == 422 and response.json()["detail"].startswith(
+        "parent_job_id: a adversarial job continues a succeeded job's run")
 
 
 def test_reward_model_jobs_are_accepted_and_validated(alice):
