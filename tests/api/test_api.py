@@ -91,12 +91,18 @@ def test_config_is_validated_by_the_cli_models(alice):
     assert response.status_code == 422 and "body.config: Field required" in response.json()["detail"]
 
 
-@pytest.mark.parametrize("kind", ["ppo"])
-def test_kinds_not_in_this_version_are_refused(alice, kind):
-    response = alice.post("/v1/jobs", json={"kind": kind, "config": DATA_JOB["config"]})
-    assert response.status_code == 422
-    assert response.json()["detail"] == (f"kind: '{kind}' is not available in this version (available: "
-                                         "adversarial, data, evaluate, experiment, hhh_sft, reward_model, sft)")
+def test_ppo_jobs_need_their_safety_section_and_a_reward_model(alice):
+    response = alice.post("/v1/jobs", json={"kind": "ppo", "config": DATA_JOB["config"]})
+    assert response.status_code == 422 and "a ppo job needs a safety section with method 'ppo'" in (
+        response.json()["detail"])
+    config = {**DATA_JOB["config"], "safety": {"method": "ppo"}}
+    response = alice.post("/v1/jobs", json={"kind": "ppo", "config": config})
+    assert response.status_code == 422 and "safety.method 'ppo' needs a reward_model section" in (
+        response.json()["detail"])
+    config["reward_model"] = {"backbone": "tiny"}
+    response = alice.post("/v1/jobs", json={"kind": "ppo", "config": config})
+    assert response.status_code == 422 and response.json()["detail"].startswith(
+        "parent_job_id: a ppo job continues a succeeded job's run")
 
 
 def test_safety_kinds_check_their_section_and_need_a_parent(alice):
