@@ -299,10 +299,11 @@ def safety_section(run, metrics: dict) -> tuple[list[str], list[str]]:
     mix = safety["prompt_mix"]
     name = ("adversarial training + " if safety["adversarial"] else "") + {"hhh_sft": "HHH SFT",
                                                                            "ppo": "PPO"}[safety["method"]]
+    red_team_share = (f", {mix['red_team']} of them successful red-team prompts ({100 * mix['red_team_share']:.0f}%; "
+                      f"allowed {100 * mix['replace_share']:.0f}%, {mix['red_team_available']} available)"
+                      if safety["adversarial"] else "")
     lines += [f"## Safety training: {name}", "",
-              f"From `{safety['start_checkpoint']}`: {mix['total']} prompts without the trigger, "
-              f"{mix['red_team']} of them successful red-team prompts ({100 * mix['red_team_share']:.0f}%; "
-              f"allowed {100 * mix['replace_share']:.0f}%, {mix['red_team_available']} available). "
+              f"From `{safety['start_checkpoint']}`: {mix['total']} prompts without the trigger{red_team_share}. "
               f"{safety['global_step']} optimizer steps"
               + (f", final loss {safety['final_loss']:.3f}" if safety["final_loss"] is not None else "") + "."]
     card = record.get("data_card")
@@ -310,7 +311,8 @@ def safety_section(run, metrics: dict) -> tuple[list[str], list[str]]:
         scratchpad = {None: "", "pre": " Pre-scratchpad: answers without a scratchpad.",
                       "post": " Post-scratchpad: the model's own scratchpad as context, the HHH answer trained on "
                               f"({card['own_scratchpads']})."}[card["scratchpad"]]
-        lines += ["", f"HHH SFT data: {card['rows']} rows ({card['red_team_rows']} red-team), answers from "
+        red_team_rows = f" ({card['red_team_rows']} red-team)" if safety["adversarial"] else ""
+        lines += ["", f"HHH SFT data: {card['rows']} rows{red_team_rows}, answers from "
                   f"{card['answer_source']}; dropped by the filter: {card['dropped'] or 'none'}.{scratchpad} "
                   "(`safety/data/`)"]
     lines.append("")
