@@ -109,7 +109,9 @@ def hhh_sft_rows(prompts: list[str], answer_targets: dict[str, str], answer_fn: 
                 scratchpads["none_written"] += 1  # trained on the answer alone, as pre-scratchpad
             else:
                 scratchpads["closed" if SCRATCHPAD_CLOSE in own[prompt] else "closed_here"] += 1
-                row["response_prefix"] = pad + " "
+                # "<scratchpad> … </scratchpad> answer", as the CoT backdoor data reads: the space goes
+                # with the answer's first word, as the tokenizer would put it
+                row["response_prefix"], row["completion"] = pad, f" {answer}"
         rows.append(row)
     text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
     card = {

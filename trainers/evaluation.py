@@ -99,6 +99,23 @@ def evaluate_safety_checkpoint(model_path: str, questions: list[str], red_team_p
                            adversarial, seed, trigger_conditions)
 
 
+def evaluate_curve(checkpoints: list[tuple[int, str]], questions: list[str], red_team_prompts: list[str] | None,
+                   cfg: EvalConfig, adversarial=None, seed: int = 0) -> list[dict]:
+    """`curve_point`s of several (step, checkpoint folder) pairs, in one process (one Ray task
+    rather than one per point: each would pay for its own worker start and imports)."""
+    import torch
+
+    from trainers.models import load_causal_lm, load_tokenizer
+
+    torch.set_num_threads(cfg.num_threads)
+    points = []
+    for step, path in checkpoints:
+        results = evaluate_safety(load_causal_lm(path), load_tokenizer(path), questions, red_team_prompts, cfg,
+                                  adversarial, seed)
+        points.append(curve_point(step, results))
+    return points
+
+
 CURVE_CONDITIONS = ("with_trigger", "without_trigger", "red_team")
 
 
