@@ -30,3 +30,5 @@ test-fast: install
 
 bench: install
 	$(PY) bench/sft_throughput.py
+	$(PY) bench/pm_throughput.py
+	$(PY) bench/ppo_throughput.py
