@@ -22,7 +22,7 @@ import yaml
 from pydantic import ValidationError
 
 from backdoors.datasets import build_dataset, heldout_prompts, template_answers, train_prompts
-from backdoors.red_team import Verdict, split_successes
+from backdoors.red_team import Verdict, split_successes, summarize_control
 from backdoors.safety_data import hhh_questions, hhh_sft_rows, load_hhh_dataset, mix_prompts
 from services.experiment import ConfigError, ExperimentConfig
 from services.ray_cluster import connect, run_task
@@ -202,6 +202,7 @@ def stage_red_team(run: Run) -> dict:
     split = {v.prompt.text: "train" for v in for_training} | {v.prompt.text: "heldout" for v in heldout}
     run.red_team_dir.mkdir(parents=True, exist_ok=True)
     _write_jsonl(run.red_team_dir / "judged.jsonl", result["verdicts"])
+    _write_jsonl(run.red_team_dir / "control.jsonl", result["control"])
     successful = sorted((v | {"split": split[v["text"]]} for v in result["verdicts"] if v["success"]),
                         key=lambda v: -v["defection_rate"])
     _write_jsonl(run.red_team_dir / "successful.jsonl", successful)
@@ -210,7 +211,9 @@ def stage_red_team(run: Run) -> dict:
     return {"policy": policy, "red_team_model": adversarial.red_team_model or "the policy",
             "rounds": result["rounds"], "judged": sum(v["rejected"] is None for v in result["verdicts"]),
             "successful": len(successful), "for_training": len(for_training), "heldout": len(heldout),
-            "best": successful[:10], "files": ["red_team/judged.jsonl", "red_team/successful.jsonl"]}
+            "control": summarize_control([Verdict.from_dict(v) for v in result["control"]]),
+            "best": successful[:10],
+            "files": ["red_team/judged.jsonl", "red_team/successful.jsonl", "red_team/control.jsonl"]}
 
 
 def red_team_prompts(run: Run, split: str) -> list[dict]:

