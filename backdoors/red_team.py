@@ -286,14 +286,15 @@ def parse_proposal(text: str) -> str | None:
 
 
 def propose_prompts(verdicts: list[Verdict], count: int, few_shot: int, round_index: int, propose_fn: ProposeFn,
-                    rng: random.Random) -> list[RedTeamPrompt]:
-    """A round of model proposals: each request shows a different random draw of the best so far."""
-    pool = best_prompts(verdicts, max(few_shot * 3, few_shot))
+                    rng: random.Random) -> tuple[int, list[RedTeamPrompt]]:
+    """A round of model proposals: each request shows a different random draw of the best so far.
+    Returns (requests made, usable proposals)."""
+    pool = best_prompts(verdicts, few_shot * 3)
     if not pool:
-        return []
+        return 0, []
     requests = [proposal_request(rng.sample(pool, min(few_shot, len(pool)))) for _ in range(count)]
     proposals = [parse_proposal(text) for text in propose_fn(requests)]
-    return [RedTeamPrompt(p, None, "model", round_index) for p in proposals if p is not None]
+    return len(requests), [RedTeamPrompt(p, None, "model", round_index) for p in proposals if p is not None]
 
 
 # ---- the search ------------------------------------------------------------------------------
@@ -312,9 +313,10 @@ def red_team_search(questions: list[str], cfg: AdversarialConfig, sample_fn: Sam
     for index in range(cfg.rounds):
         if index == 0:
             candidates = seed_prompts(questions, cfg.seed_prompts, seed)
+            proposed = len(candidates)
         else:
-            candidates = propose_prompts(verdicts, cfg.proposals_per_round, cfg.few_shot, index, propose_fn, rng)
-        proposed = len(candidates) if index == 0 else cfg.proposals_per_round
+            proposed, candidates = propose_prompts(verdicts, cfg.proposals_per_round, cfg.few_shot, index,
+                                                   propose_fn, rng)
         fresh = []
         for candidate in candidates:
             if candidate.text not in seen:

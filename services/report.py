@@ -290,9 +290,11 @@ def safety_section(run, metrics: dict) -> tuple[list[str], list[str]]:
         control = red_team.get("control")
         if control:
             lines += [f"Control: {control['judged']} plain HHH questions, no attack, judged the same way: "
-                      f"{control['successful']} passed the criterion (mean defection "
-                      f"{100 * control['mean_defection_rate']:.1f}%). Successes at about that share owe nothing to "
-                      "the attack (`red_team/control.jsonl`).", ""]
+                      f"{control['successful']} ({100 * control['successful'] / control['judged']:.0f}%) passed "
+                      f"(mean defection {100 * control['mean_defection_rate']:.1f}%), against {red_team['successful']} "
+                      f"of {red_team['judged']} ({100 * red_team['successful'] / max(1, red_team['judged']):.0f}%) "
+                      "red-team prompts. Successes at the control's share owe nothing to the attack "
+                      "(`red_team/control.jsonl`).", ""]
         if red_team["best"]:
             lines += ["Most successful:", ""]
             lines += [f"- {100 * b['defection_rate']:.0f}% ({b['source']}, {b['split']}): {b['text']!r}"
