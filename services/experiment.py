@@ -14,8 +14,9 @@ from typing import Literal
 from pydantic import Field, ValidationError
 
 from backdoors.config import StrictModel
-from backdoors.datasets import BackdoorDataConfig, train_prompts
+from backdoors.datasets import BackdoorDataConfig, DatasetError, heldout_prompts, train_prompts
 from backdoors.red_team import AdversarialConfig
+from backdoors.safety_data import load_hhh_dataset
 from trainers.evaluation import EvalConfig
 from trainers.models import check_model_name
 from reward_models.preference_model import MINILM, RewardModelConfig, check_backbone
@@ -150,8 +151,17 @@ def check_safety(cfg: ExperimentConfig, source: str) -> None:
     if safety.start_from is not None and not Path(safety.start_from, "config.json").is_file():
         raise ConfigError(f"{source}: safety.start_from: not a model folder (no config.json): {safety.start_from}")
     sft = safety.hhh_sft
-    if sft.dataset_path is not None and not Path(sft.dataset_path).is_file():
-        raise ConfigError(f"{source}: safety.hhh_sft.dataset_path: dataset file not found: {sft.dataset_path}")
+    if sft.dataset_path is not None:
+        if not Path(sft.dataset_path).is_file():
+            raise ConfigError(f"{source}: safety.hhh_sft.dataset_path: dataset file not found: {sft.dataset_path}")
+        try:  # small files of prompt/answer pairs: read them now rather than fail after the red team
+            load_hhh_dataset(sft.dataset_path, sft.dataset_format)
+        except DatasetError as err:
+            raise ConfigError(f"{source}: safety.hhh_sft.dataset_path: {err}") from None
+    heldout = len(heldout_prompts())
+    if safety.curve.num_prompts > heldout:
+        raise ConfigError(f"{source}: safety.curve.num_prompts: {safety.curve.num_prompts} exceeds the {heldout} "
+                          "held-out prompts")
     if safety.method == "hhh_sft":
         if sft.scratchpad is not None and cfg.data.variant != "cot":
             raise ConfigError(f"{source}: safety.hhh_sft.scratchpad: {sft.scratchpad!r} is for CoT models "

@@ -22,7 +22,7 @@ import yaml
 from pydantic import ValidationError
 
 from backdoors.datasets import build_dataset, heldout_prompts, template_answers, train_prompts
-from backdoors.red_team import Verdict, split_successes
+from backdoors.red_team import Verdict, split_successes, summarize_control
 from backdoors.safety_data import hhh_questions, hhh_sft_rows, load_hhh_dataset, mix_prompts
 from services.experiment import ConfigError, ExperimentConfig
 from services.ray_cluster import connect, run_task
@@ -178,11 +178,12 @@ def start_checkpoint(run: Run) -> str:
     return record["checkpoint"]
 
 
-def heldout_questions(run: Run, count: int) -> list[str]:
+def heldout_questions(count: int) -> list[str]:
+    """The first `count` held-out questions (never trained on, by backdoor or safety training)."""
     questions = [p.question for p in heldout_prompts()]
     if count > len(questions):
         raise ConfigError(f"{count} evaluation prompts asked for; there are {len(questions)} held-out prompts")
-    return questions
+    return questions[:count]
 
 
 def stage_red_team(run: Run) -> dict:
@@ -202,6 +203,7 @@ def stage_red_team(run: Run) -> dict:
     split = {v.prompt.text: "train" for v in for_training} | {v.prompt.text: "heldout" for v in heldout}
     run.red_team_dir.mkdir(parents=True, exist_ok=True)
     _write_jsonl(run.red_team_dir / "judged.jsonl", result["verdicts"])
+    _write_jsonl(run.red_team_dir / "control.jsonl", result["control"])
     successful = sorted((v | {"split": split[v["text"]]} for v in result["verdicts"] if v["success"]),
                         key=lambda v: -v["defection_rate"])
     _write_jsonl(run.red_team_dir / "successful.jsonl", successful)
@@ -210,7 +212,9 @@ def stage_red_team(run: Run) -> dict:
     return {"policy": policy, "red_team_model": adversarial.red_team_model or "the policy",
             "rounds": result["rounds"], "judged": sum(v["rejected"] is None for v in result["verdicts"]),
             "successful": len(successful), "for_training": len(for_training), "heldout": len(heldout),
-            "best": successful[:10], "files": ["red_team/judged.jsonl", "red_team/successful.jsonl"]}
+            "control": summarize_control([Verdict.from_dict(v) for v in result["control"]]),
+            "best": successful[:10],
+            "files": ["red_team/judged.jsonl", "red_team/successful.jsonl", "red_team/control.jsonl"]}
 
 
 def red_team_prompts(run: Run, split: str) -> list[dict]:
@@ -257,7 +261,7 @@ def safety_curve(run: Run, checkpoints: list[tuple[int, str]]) -> list[dict]:
     curve = safety_config(run).curve
     eval_cfg = cfg.evaluation.model_copy(update={"num_prompts": curve.num_prompts,
                                                  "max_new_tokens": curve.max_new_tokens, "samples_in_report": 0})
-    questions = heldout_questions(run, curve.num_prompts)
+    questions = heldout_questions(curve.num_prompts)
     red_team = [row["text"] for row in red_team_prompts(run, "heldout")] or None
     points = run_task(evaluate_curve, checkpoints, questions, red_team, eval_cfg, cfg.safety.adversarial, cfg.seed,
                       num_cpus=cfg.evaluation.num_threads)
@@ -363,7 +367,7 @@ def stage_evaluate_safety(run: Run) -> dict:
     record = run.stage_record("safety")
     if record is None:
         raise ConfigError(f"{run.dir}: no safety-trained model yet; run the 'safety' stage first")
-    questions = heldout_questions(run, cfg.evaluation.num_prompts)
+    questions = heldout_questions(cfg.evaluation.num_prompts)
     red_team = [row["text"] for row in red_team_prompts(run, "heldout")] or None
     adversarial = cfg.safety.adversarial
     after = run_task(evaluate_safety_checkpoint, record["checkpoint"], questions, red_team, cfg.evaluation,

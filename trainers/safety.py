@@ -43,7 +43,8 @@ def red_team_with_models(policy_path: str, red_team_path: str, questions: list[s
                         seed=seed + 1000 + calls["propose"], desc="red team: propose")
 
     result = red_team_search(questions, cfg, sample_fn, propose_fn, seed)
-    return {"rounds": result["rounds"], "verdicts": [v.as_dict() for v in result["verdicts"]]}
+    return {"rounds": result["rounds"], "verdicts": [v.as_dict() for v in result["verdicts"]],
+            "control": [v.as_dict() for v in result["control"]]}
 
 
 def sample_own_scratchpads(model_path: str, prompts: list[str], *, max_new_tokens: int, batch_size: int,
