@@ -326,7 +326,7 @@ def train_ppo(run: Run, prompts: list[str]) -> SafetyResult:
         raise ConfigError(f"{run.dir}: no preference model yet; run the 'reward_model' stage first")
     curve = cfg.safety.curve
     evaluation = PersistenceEval(
-        questions=heldout_questions(run, curve.num_prompts),
+        questions=heldout_questions(curve.num_prompts),
         red_team_prompts=[row["text"] for row in red_team_prompts(run, "heldout")],
         config=cfg.evaluation.model_copy(update={"num_prompts": curve.num_prompts,
                                                  "max_new_tokens": curve.max_new_tokens, "samples_in_report": 0}),
