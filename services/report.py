@@ -338,7 +338,7 @@ def safety_section(run, metrics: dict) -> tuple[list[str], list[str]]:
                       if safety["adversarial"] else "")
     lines += [f"## Safety training: {name}", "",
               f"From `{safety['start_checkpoint']}`: {mix['total']} prompts without the trigger{red_team_share}. "
-              f"{safety['global_step']} optimizer steps"
+              f"{safety['global_step']} {'PPO iterations' if safety['method'] == 'ppo' else 'optimizer steps'}"
               + (f", final loss {safety['final_loss']:.3f}" if safety["final_loss"] is not None else "") + "."]
     card = record.get("data_card")
     if card:

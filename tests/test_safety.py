@@ -413,10 +413,11 @@ def test_adversarial_ppo_from_an_existing_checkpoint(adversarial_run, tmp_path):
     runs = tmp_path / "runs"
     args = ["--set", f"runs_dir={runs}", "--set", f"safety.start_from={checkpoint}", "--set", "data.variant=cot",
             "--set", "safety.adversarial.rounds=1", "--set", "safety.adversarial.seed_prompts=53",
-            "--set", "safety.adversarial.max_new_tokens=64", "--set", "evaluation.num_prompts=30",
-            "--set", "evaluation.max_new_tokens=64", "--set", "safety.curve.num_prompts=20",
-            "--set", "safety.curve.max_new_tokens=64", "--set", "safety.ppo.iterations=4",
-            "--set", "safety.ppo.eval_every=2", "--set", "safety.ppo.rollout.max_new_tokens=64"]
+            # the tiny CoT model's scratchpad alone takes ~60 tokens: read far enough to see past it
+            "--set", "safety.adversarial.max_new_tokens=96", "--set", "evaluation.num_prompts=30",
+            "--set", "evaluation.max_new_tokens=96", "--set", "safety.curve.num_prompts=20",
+            "--set", "safety.curve.max_new_tokens=96", "--set", "safety.ppo.iterations=4",
+            "--set", "safety.ppo.eval_every=2", "--set", "safety.ppo.rollout.max_new_tokens=96"]
     proc = subprocess.run([sys.executable, "-m", "services.cli", "safety", str(TINY_PPO), *args], cwd=REPO,
                           capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stderr[-3000:]
