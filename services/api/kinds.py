@@ -29,24 +29,18 @@ class Kind:
         return self.command is not None
 
 
-def parse_hhh_sft(raw: dict, source: str) -> ExperimentConfig:
-    """An experiment whose safety section asks for HHH SFT without red-teaming."""
-    cfg = parse_experiment(raw, source)
-    if cfg.safety is None or cfg.safety.method != "hhh_sft":
-        raise ConfigError(f"{source}: safety.method: a hhh_sft job needs a safety section with method 'hhh_sft'")
-    if cfg.safety.adversarial is not None:
-        raise ConfigError(f"{source}: safety.adversarial: red-teaming first is the 'adversarial' kind")
-    return cfg
+def safety_method_parser(method: str) -> Callable[[dict, str], ExperimentConfig]:
+    """The parser of a kind that runs one safety method without red-teaming ('hhh_sft', 'ppo')."""
+    def parse(raw: dict, source: str) -> ExperimentConfig:
+        cfg = parse_experiment(raw, source)
+        if cfg.safety is None or cfg.safety.method != method:
+            raise ConfigError(f"{source}: safety.method: a {method} job needs a safety section with method "
+                              f"{method!r}")
+        if cfg.safety.adversarial is not None:
+            raise ConfigError(f"{source}: safety.adversarial: red-teaming first is the 'adversarial' kind")
+        return cfg
 
-
-def parse_ppo(raw: dict, source: str) -> ExperimentConfig:
-    """An experiment whose safety section asks for PPO without red-teaming."""
-    cfg = parse_experiment(raw, source)
-    if cfg.safety is None or cfg.safety.method != "ppo":
-        raise ConfigError(f"{source}: safety.method: a ppo job needs a safety section with method 'ppo'")
-    if cfg.safety.adversarial is not None:
-        raise ConfigError(f"{source}: safety.adversarial: red-teaming first is the 'adversarial' kind")
-    return cfg
+    return parse
 
 
 def parse_adversarial(raw: dict, source: str) -> ExperimentConfig:
@@ -70,10 +64,11 @@ KINDS: dict[str, Kind] = {kind.name: kind for kind in (
          parse_experiment, "evaluate", inherits=("stages/backdoor.json",)),
     Kind("reward_model", "the HHH preference model: train (or reuse) it and evaluate it on held-out pairs",
          parse_experiment, "reward-model"),
-    Kind("ppo", "HHH RL: PPO of a parent job's backdoored model against the preference model (trained in the job, "
-         "or reused with reward_model.checkpoint)", parse_ppo, "safety", inherits=SAFETY_INHERITS),
+    Kind("ppo", "HHH RL: PPO of a parent job's backdoored model against the preference model (trained in the "
+         "job, or reused with reward_model.checkpoint)", safety_method_parser("ppo"), "safety",
+         inherits=SAFETY_INHERITS),
     Kind("hhh_sft", "supervised safety training on HHH data, of a parent job's backdoored model",
-         parse_hhh_sft, "safety", inherits=SAFETY_INHERITS),
+         safety_method_parser("hhh_sft"), "safety", inherits=SAFETY_INHERITS),
     Kind("adversarial", "adversarial training: red-team a parent job's backdoored model, then safety-train it "
          "with the successful prompts mixed in", parse_adversarial, "safety", inherits=SAFETY_INHERITS),
 )}
