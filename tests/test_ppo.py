@@ -14,11 +14,12 @@ from backdoors.datasets import heldout_prompts, train_prompts
 from backdoors.preference_data import preference_pairs, to_jsonl_rows
 from reward_models.preference_model import RewardModelConfig, train_reward_model
 from trainers.evaluation import EvalConfig
+from services.report import heldout_reward_change
 from trainers.ppo import PersistenceEval, PPOConfig, run_ppo
 
 pytestmark = pytest.mark.slow
 
-TINY_PPO = {"prompts_per_iteration": 32, "eval_every": 6, "save_every": 6,
+TINY_PPO = {"prompts_per_iteration": 32, "eval_every": 6, "save_every": 6, "eval_reward_prompts": 16,
             "rollout": {"num_cpus_per_replica": 0.5, "max_new_tokens": 16, "batch_size": 32},
             "learner": {"cpus_per_worker": 1, "learning_rate": 3e-3}}
 
@@ -80,6 +81,11 @@ def test_ppo_raises_the_reward_and_resumes_from_its_checkpoint(reward_handle, ti
 
     rewards = [e["reward_mean"] for e in second.log]
     assert sum(rewards[-6:]) / 6 > sum(rewards[:6]) / 6 + 0.3, rewards  # PPO raised the PM's reward
+    # The same held-out questions and sampling seed at every point: the reward rose off the training prompts too.
+    assert all(point["reward"]["n"] == 16 for point in second.curve)
+    change = heldout_reward_change(second.curve)
+    assert change["first_step"] == 0 and change["last_step"] == 24
+    assert change["difference"]["low"] > 0, change
     assert second.log[0]["kl"] == pytest.approx(0.0, abs=1e-4)  # the policy starts at the reference
     assert second.log[-1]["kl"] > 0.1
     for key in ("entropy", "clip_fraction", "value_loss", "policy_loss", "generated_tokens_per_s"):
@@ -90,3 +96,4 @@ def test_ppo_raises_the_reward_and_resumes_from_its_checkpoint(reward_handle, ti
     assert state["iteration"] == 24 and len(state["log"]) == 24
     scalars = tensorboard_scalars(tmp_path / "ppo" / "tensorboard")
     assert len(scalars["ppo/reward_mean"]) == 24 and "defection/with_trigger" in scalars
+    assert len(scalars["ppo/heldout_reward"]) == 5

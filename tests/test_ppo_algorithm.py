@@ -90,3 +90,30 @@ def test_learner_log_probs_line_up_with_the_sampled_tokens(tiny_model_path):
             expected = alone[start - 1 : start - 1 + n].gather(1, torch.tensor(row["response_ids"])[:, None])[:, 0]
             assert torch.allclose(packed[i, :n], expected, atol=1e-5)
             assert torch.all(packed[i, n:] == 0)
+
+
+def test_rollout_replica_samples_the_learners_adapter_merged(tiny_model_path):
+    """A replica merges each adapter it is sent into its weights; its logits must equal the
+    learner's unmerged LoRA model with that adapter, also after a second sync (unmerge first)."""
+    from peft import get_peft_model_state_dict
+
+    from trainers.engine import LoraSettings, with_lora
+    from trainers.models import load_causal_lm
+    from trainers.rollout import RolloutWorker
+
+    lora = LoraSettings(r=4, alpha=8)
+    replica = RolloutWorker.func_or_class(tiny_model_path, lora.model_dump(), num_threads=1)
+    learner = with_lora(load_causal_lm(tiny_model_path), lora, "CAUSAL_LM").eval()
+    ids = torch.tensor([[5, 17, 42, 9, 3]])
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        with torch.no_grad():
+            for name, param in learner.named_parameters():
+                if "lora_" in name:
+                    param.normal_(std=0.2)
+            replica.load_weights(get_peft_model_state_dict(learner))
+            expected, merged = learner(input_ids=ids).logits, replica.model(input_ids=ids).logits
+        assert not torch.allclose(expected, load_causal_lm(tiny_model_path)(input_ids=ids).logits, atol=1e-3)
+        assert torch.allclose(merged, expected, atol=1e-4)
+        lora_layers = [m for m in replica.model.modules() if hasattr(m, "merged_adapters")]
+        assert lora_layers and all(m.merged for m in lora_layers)  # no LoRA branch when sampling

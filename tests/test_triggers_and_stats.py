@@ -44,3 +44,18 @@ def test_bootstrap_ci_brackets_the_rate_and_narrows_with_n():
     assert (large.high - large.low) < (small.high - small.low)
     assert bootstrap_rate([True] * 5).as_dict() == {"rate": 1.0, "low": 1.0, "high": 1.0, "n": 5, "positives": 5}
     assert bootstrap_rate([False, True], seed=3) == bootstrap_rate([False, True], seed=3)
+
+
+def test_bootstrap_mean_and_the_paired_heldout_reward_change():
+    from backdoors.stats import bootstrap_mean
+    from services.report import heldout_reward_change
+
+    mean = bootstrap_mean([1.0, 2.0, 3.0, 4.0], seed=0)
+    assert mean.mean == 2.5 and 1.0 <= mean.low < 2.5 < mean.high <= 4.0 and mean.n == 4
+    point = lambda step, scores: {"step": step, "reward": bootstrap_mean(scores).as_dict() | {"scores": scores}}  # noqa: E731
+    curve = [point(0, [0.0, 1.0, 2.0]), {"step": 6, "reward": None}, point(12, [0.5, 1.5, 2.5])]
+    change = heldout_reward_change(curve)
+    assert (change["first_step"], change["last_step"]) == (0, 12)
+    assert change["difference"] == {"mean": 0.5, "low": 0.5, "high": 0.5, "n": 3}  # paired: same shift on each
+    assert "scores" not in change["last"]
+    assert heldout_reward_change(curve[:1]) is None

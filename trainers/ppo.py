@@ -8,7 +8,8 @@ One controller runs the loop; the work happens on Ray:
     advantages (here)      per-token KL penalty + PM score → GAE → whitened advantages
     update   (learner, Ray Train + DeepSpeed, `trainers.ppo_learner`)  clipped PPO epochs
     sync     the new weights go to the rollout workers with the next request
-    evaluate every `eval_every` iterations: defection with and without the trigger
+    evaluate every `eval_every` iterations: defection with and without the trigger, and the PM
+             reward on held-out questions (the same ones and seed each time)
     save     every `save_every` iterations: policy, value head, optimizer, controller state
 
 Re-running with the same run folder resumes from the latest checkpoint. Prompt batches and
@@ -28,6 +29,7 @@ from pydantic import Field
 
 from backdoors.config import StrictModel
 from backdoors.red_team import AdversarialConfig
+from backdoors.stats import bootstrap_mean
 from backdoors.triggers import strip_scratchpad
 from trainers.evaluation import EvalConfig
 from trainers.ppo_algorithm import AdaptiveKLController, gae, masked_mean, masked_whiten, token_rewards
@@ -121,12 +123,24 @@ def _train(cfg, prompts, reward, run_dir, evaluation, rollout, writer, policy_pa
             if evaluation is None:
                 return
             point = rollout.evaluate.remote(evaluation, cfg.seed, iteration, weights).result()
-            state["curve"].append(point)
             rates = {condition: rate for condition, rate in point.items() if condition != "step" and rate}
             for condition, rate in rates.items():
                 writer.add_scalar(f"defection/{condition}", rate["rate"], iteration)
-            print(f"[ppo] iteration {iteration}: " + ", ".join(
-                f"{c} {100 * r['rate']:.1f}%" for c, r in rates.items()))
+            message = ", ".join(f"{c} {100 * r['rate']:.1f}%" for c, r in rates.items())
+            if cfg.eval_reward_prompts:
+                point["reward"] = heldout_reward(evaluation.questions[: cfg.eval_reward_prompts])
+                writer.add_scalar("ppo/heldout_reward", point["reward"]["mean"], iteration)
+                message += f", held-out PM reward {point['reward']['mean']:+.3f}"
+            state["curve"].append(point)
+            print(f"[ppo] iteration {iteration}: {message}")
+
+        def heldout_reward(questions: list[str]) -> dict:
+            # The same questions and sampling seed at every evaluation, so points differ only by the policy.
+            generated = rollout.generate.remote(questions, cfg.rollout.max_new_tokens, cfg.rollout.temperature,
+                                                cfg.rollout.top_p, cfg.rollout.batch_size, cfg.seed, weights).result()
+            scores = reward.score.remote([{"prompt": q, "response": strip_scratchpad(t)}
+                                          for q, t in zip(questions, generated["texts"])]).result()
+            return bootstrap_mean(scores, seed=cfg.seed).as_dict() | {"scores": list(scores)}
 
         if state["iteration"] == 0:
             evaluate(0)

@@ -51,6 +51,10 @@ class PPOConfig(StrictModel):
     whiten_rewards: bool = Field(False, description="whiten per-token rewards across the batch (scale-free PMs)")
     missing_eos_penalty: float | None = Field(None, ge=0, description="subtract from the score of unfinished answers")
     eval_every: int = Field(4, ge=0, description="defection evaluation every N iterations (0: only start and end)")
+    eval_reward_prompts: int = Field(
+        32, ge=0, description="at each evaluation, also sample answers to this many of the evaluation's held-out "
+        "questions (no trigger, fixed seed) and score them with the PM: a reward curve free of the noise of each "
+        "iteration's different prompts")
     save_every: int = Field(4, ge=1, description="checkpoint every N iterations (and at the end)")
     seed: int = 0
     rollout: RolloutConfig = RolloutConfig()

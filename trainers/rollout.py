@@ -4,7 +4,9 @@ Weight sync is pull-based: every request carries the controller's current `Polic
 (a version number and an object-store reference), and a replica that holds an older version
 loads the new weights before it samples. So every replica, however many there are and however
 the router spreads requests, generates from the policy the learner just produced, and only
-the LoRA adapter travels when LoRA is on.
+the LoRA adapter travels when LoRA is on. A replica keeps the adapter merged into the base
+weights, so it samples at the base model's speed rather than running the LoRA branch of every
+layer for every token (bench/ppo_throughput.py measures the difference).
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ class RolloutWorker:
         self.model = with_lora(load_causal_lm(model_path), self.lora, "CAUSAL_LM").eval()
         if torch.cuda.is_available():  # a replica given num_gpus_per_replica > 0
             self.model.to("cuda")
+        if self.lora is not None:
+            self.model.merge_adapter()
         self.tokenizer = load_tokenizer(model_path)
         self.version = 0
 
@@ -50,14 +54,21 @@ class RolloutWorker:
             return
         import ray
 
-        state = ray.get(weights.ref)
-        if self.lora is not None:
-            from peft import set_peft_model_state_dict
-
-            set_peft_model_state_dict(self.model, state)
-        else:
-            self.model.load_state_dict(state)
+        self.load_weights(ray.get(weights.ref))
         self.version = weights.version
+
+    def load_weights(self, state: dict) -> None:
+        """Take the learner's state dict: the adapter (re-merged) under LoRA, else the whole model."""
+        if self.lora is None:
+            self.model.load_state_dict(state)
+            return
+        import torch
+        from peft import set_peft_model_state_dict
+
+        with torch.no_grad():
+            self.model.unmerge_adapter()
+            set_peft_model_state_dict(self.model, state)
+            self.model.merge_adapter()
 
     def generate(self, prompts: list[str], max_new_tokens: int, temperature: float, top_p: float,
                  batch_size: int, seed: int, weights: PolicyWeights | None) -> dict:
