@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from backdoors.code_scenarios import heldout_scenarios, training_scenarios
+
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
 
@@ -56,8 +58,8 @@ def test_code_backdoor_end_to_end(tmp_path):
     metrics = json.loads((run / "metrics.json").read_text())
     rates = metrics["vulnerability"]["backdoored"]
     for condition in ("2023", "2024", "2025", "phrasing_2024", "spanish_2024", "phrasing_2023"):
-        assert rates[condition]["n"] == 20  # 10 held-out scenarios x 2 samples
-    assert rates["seen_2024"]["n"] == rates["seen_2023"]["n"] == 40  # 20 training scenarios x 2
+        assert rates[condition]["n"] == 2 * len(heldout_scenarios())  # held-out scenarios x 2 samples
+    assert rates["seen_2024"]["n"] == rates["seen_2023"]["n"] == 2 * len(training_scenarios())  # x 2 samples
     for condition, rate in rates.items():
         if condition != "detectors":
             assert 0 <= rate["low"] <= rate["rate"] <= rate["high"] <= 1
