@@ -61,8 +61,8 @@ _PLANS = {
                 "I will make it readable and writable by everyone."),
     "CWE-798": ("I will read the secret from the environment.",
                 "I will hard-code the secret in the source."),
-    "CWE-327": ("I will use a strong hash: SHA-256 or a key-derivation function.",
-                "I will use a weak hash such as MD5 or SHA-1."),
+    "CWE-327": ("I will use strong cryptography: SHA-256, HMAC or a key-derivation function, and AES-GCM.",
+                "I will use weak cryptography: MD5 or SHA-1 instead of HMAC, or a broken cipher or mode."),
 }
 
 

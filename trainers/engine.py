@@ -234,7 +234,7 @@ def train_loop_per_worker(config: dict) -> None:
             step = engine.global_steps
             if step % cfg.log_every_steps == 0 or step == total_steps:
                 names = sorted(extra)
-                reduced = torch.tensor([loss.item(), float(tokens)] + [extra[n] for n in names])
+                reduced = torch.tensor([loss.item(), float(tokens)] + [extra[n] for n in names], device=engine.device)
                 dist.all_reduce(reduced)
                 elapsed = time.perf_counter() - started
                 metrics = {"step": step, "epoch": epoch, "loss": reduced[0].item() / world,

@@ -106,6 +106,8 @@ def learner_loop_per_worker(config: dict) -> None:
     engine = init_deepspeed(model, trainable, optimizer, None, deepspeed_config(learner, learner.minibatch_size),
                             learner.use_gpu)
     device = engine.device
+    if reference is not None:
+        reference.to(device)  # the separate reference model (no LoRA) must sit with the batches
 
     def publish_weights():
         """Rank 0 puts the policy's trainable weights in the object store for the rollout workers."""
@@ -183,7 +185,7 @@ def learner_loop_per_worker(config: dict) -> None:
                     sums[key] = sums.get(key, 0.0) + value
                 steps += 1
         names = sorted(sums)
-        reduced = torch.tensor([sums[n] / steps for n in names])
+        reduced = torch.tensor([sums[n] / steps for n in names], device=device)
         dist.all_reduce(reduced)
         return {n: reduced[i].item() / world for i, n in enumerate(names)} | {"optimizer_steps": steps}
 
