@@ -89,6 +89,9 @@ def reward_application(model_path: str, cfg: RewardServeConfig):
     """The reward application, bound and ready for `serve.run`."""
     return RewardWorker.options(
         num_replicas=cfg.num_replicas,
+        # Serve caps a replica's concurrent requests at 5 by default, which would cap @serve.batch
+        # at 5 single-item HTTP requests however large max_batch_size is.
+        max_ongoing_requests=max(5, cfg.max_batch_size),
         ray_actor_options={"num_cpus": cfg.num_cpus_per_replica, "num_gpus": cfg.num_gpus_per_replica},
     ).bind(model_path, cfg.max_length, cfg.max_batch_size, cfg.batch_wait_timeout_s, cfg.num_threads)
 
