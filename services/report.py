@@ -181,14 +181,14 @@ def plot_ppo(log: list[dict], curve: list[dict], path: Path, title: str) -> None
     iterations = [r["iteration"] for r in log]
     for ax, (key, label) in zip(axes, PPO_PANELS):
         ax.plot(iterations, [r[key] for r in log], marker=".", label="rollouts")
+        ax.set_xlabel("PPO iteration")
+        ax.set_title(label, fontsize=9)
     heldout = [p for p in curve if p.get("reward")]
     if heldout:
         steps, rewards = [p["step"] for p in heldout], [p["reward"] for p in heldout]
         axes[0].errorbar(steps, [r["mean"] for r in rewards], capsize=3, marker="s", label="held-out questions",
                          yerr=[[r["mean"] - r["low"] for r in rewards], [r["high"] - r["mean"] for r in rewards]])
         axes[0].legend(fontsize=7)
-        ax.set_xlabel("PPO iteration")
-        ax.set_title(label, fontsize=9)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
