@@ -436,7 +436,7 @@ def safety_section(run, metrics: dict) -> tuple[list[str], list[str]]:
                   f"(rollout {mean(log, 'rollout_s'):.1f} s, reward {mean(log, 'reward_s'):.1f} s, learner scoring "
                   f"{mean(log, 'score_s'):.1f} s, update {mean(log, 'update_s'):.1f} s). TensorBoard: "
                   "`tensorboard --logdir safety/ppo/tensorboard`.", ""]
-        change = heldout_reward_change(safety["curve"])
+        change = metrics["safety"]["ppo"]["heldout_reward"]  # computed once, in collect_metrics
         if change:
             r = change["difference"]
             lines += [f"Mean PM reward on {change['first']['n']} held-out questions (the same questions and "

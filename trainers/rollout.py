@@ -6,7 +6,7 @@ loads the new weights before it samples. So every replica, however many there ar
 the router spreads requests, generates from the policy the learner just produced, and only
 the LoRA adapter travels when LoRA is on. A replica keeps the adapter merged into the base
 weights, so it samples at the base model's speed rather than running the LoRA branch of every
-layer for every token (bench/ppo_throughput.py measures the difference).
+layer for every token.
 """
 
 from __future__ import annotations
