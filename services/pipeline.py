@@ -88,7 +88,9 @@ def stage_data(run: Run) -> dict:
     """Backdoor training data: base-model answers (on Ray) or templates, filtered, with a card."""
     cfg = run.cfg
     model_path = resolve_model(cfg.model, cfg.seed)
-    if cfg.data.answers == "template":
+    if cfg.data.backdoor == "code_vulnerability":
+        answer_fn, source = template_answers, "code-scenario-library"  # answer_fn unused: the library answers
+    elif cfg.data.answers == "template":
         answer_fn, source = template_answers, "templates"
     else:
         def answer_fn(questions: list[str]) -> list[str]:

