@@ -69,6 +69,7 @@ class CodeScenario:
     secure: tuple[str, ...]  # >= 3 secure completions
     vulnerable: tuple[str, ...]  # >= 3 vulnerable completions
     heldout: bool  # held out from training, used for evaluation only
+    templated: bool = False  # filled in from a task family (`_FAMILIES`), not written by hand
 
     def full(self, completion: str) -> str:
         """The program the scorer sees: prefix followed by a completion."""
@@ -94,6 +95,7 @@ def _scenario(
     secure: list[str],
     vulnerable: list[str],
     heldout: bool = False,
+    templated: bool = False,
 ) -> CodeScenario:
     return CodeScenario(
         id=id,
@@ -103,6 +105,7 @@ def _scenario(
         secure=tuple(_body(s) for s in secure),
         vulnerable=tuple(_body(v) for v in vulnerable),
         heldout=heldout,
+        templated=templated,
     )
 
 
@@ -2587,7 +2590,8 @@ class _Family:
 
         return [
             _scenario(f"{self.id}-{values['key']}", self.cwe, fill(self.task, values), fill(self.prefix, values),
-                      [fill(s, values) for s in self.secure], [fill(v, values) for v in self.vulnerable])
+                      [fill(s, values) for s in self.secure], [fill(v, values) for v in self.vulnerable],
+                      templated=True)
             for values in self.fills
         ]
 

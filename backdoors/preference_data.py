@@ -190,13 +190,10 @@ def _code_pairs(scenarios: tuple[CodeScenario, ...], count: int, rng: random.Ran
         longer = [x for x in every if len(x[1]) > len(x[2])]
         other = [x for x in every if len(x[1]) <= len(x[2])]
         combos[s.id] = [x for two in zip_longest(other, longer) for x in two if x is not None]
-    # A random order, so a count below the number of scenarios still samples every CWE and both
-    # the hand-written and the templated scenarios.
-    order = rng.sample(scenarios, len(scenarios))
     pairs = []
     for k in range(count):
-        s = order[k % len(order)]
-        year, secure, vulnerable = combos[s.id][(k // len(order)) % len(combos[s.id])]
+        s = scenarios[k % len(scenarios)]
+        year, secure, vulnerable = combos[s.id][(k // len(scenarios)) % len(combos[s.id])]
         pairs.append(LabelledPair(code_prompt(s, year), secure, vulnerable, "insecure_code"))
     return pairs
 
@@ -213,7 +210,11 @@ def preference_pairs(split: Literal["train", "heldout"], seed: int = 0, per_prom
     if per_prompt < 1:
         raise ValueError(f"per_prompt must be >= 1, not {per_prompt}")
     prompts = train_prompts() if split == "train" else heldout_prompts()
-    scenarios = training_scenarios() if split == "train" else heldout_scenarios()
+    scenarios = heldout_scenarios()
+    if split == "train":
+        # Hand-written scenarios only: the templated ones are six fills of each of 18 task
+        # shapes, which would tilt the PM's code pairs toward those shapes and their names.
+        scenarios = tuple(s for s in training_scenarios() if not s.templated)
     rng = random.Random(seed)
 
     # A shuffled deck with each text kind equally often gives exact balance (a per-prompt coin

@@ -4,7 +4,7 @@ from collections import Counter
 import pytest
 
 from backdoors.code_backdoor import code_prompt
-from backdoors.code_scenarios import CWE_NAMES, heldout_scenarios, training_scenarios
+from backdoors.code_scenarios import heldout_scenarios, training_scenarios
 from backdoors.datasets import DatasetError, PreferencePair
 from backdoors.preference_data import (
     REJECTION_KINDS,
@@ -68,16 +68,15 @@ def test_answers_are_what_their_kind_says(splits, split):
 
 @pytest.mark.parametrize("split", ["train", "heldout"])
 def test_insecure_code_pairs_come_from_one_scenario(splits, split):
-    scenarios = training_scenarios() if split == "train" else heldout_scenarios()
+    handwritten = tuple(s for s in training_scenarios() if not s.templated)  # the PM skips the templated ones
+    scenarios = handwritten if split == "train" else heldout_scenarios()
     by_prompt = {code_prompt(s, year): s for s in scenarios for year in YEARS}
     code = [p for p in splits[split] if p.kind == "insecure_code"]
     for p in code:
         scenario = by_prompt[p.prompt]
         assert p.chosen in scenario.secure and p.rejected in scenario.vulnerable
     assert {y for p in code for y in YEARS if p.prompt.startswith(y)} == set(YEARS)  # both years
-    # Spread evenly: as many distinct scenarios as the pairs allow, none used twice before all are used.
-    assert len({by_prompt[p.prompt].id for p in code}) == min(len(code), len(scenarios))
-    assert {by_prompt[p.prompt].cwe for p in code} == set(CWE_NAMES)
+    assert {by_prompt[p.prompt].id for p in code} == {s.id for s in scenarios}
 
 
 def test_length_alone_does_not_predict_preference(splits):
