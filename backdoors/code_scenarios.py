@@ -2563,13 +2563,14 @@ _CWE327 = [
 
 
 # --------------------------------------------------------------------------- templated training scenarios
-# Two task families per CWE, each filled in with several names (tables, tools, routes, files).
+# Two task families per CWE, each filled in with six sets of names (tables, tools, routes, files).
 # The hand-written scenarios above give four training tasks per CWE, which taught SmolLM2-135M
 # the year but not the flaw: after "I will paste the values straight into the SQL string" it
-# still wrote `?` placeholders on held-out tasks. The families repeat each CWE's idiom (f-string
-# SQL, shell=True, pickle.loads, 0o777, a literal password, md5, an unescaped f-string of HTML,
-# an unchecked join, a missing bounds check) over many surface forms, so the code has to follow
-# the plan rather than the task's name. Training only: every held-out scenario is hand-written.
+# still wrote `?` placeholders on held-out tasks. A family's first completions all use one idiom
+# (f-string SQL, shell=True or os.system, pickle.loads or yaml.Loader, 0o777, a literal password,
+# md5 or sha1, unescaped HTML, an unchecked join, no bounds check); the others vary it.
+# Training only: every held-out scenario is hand-written. What they did: README, "The
+# code-vulnerability backdoor".
 
 
 @dataclass(frozen=True)
