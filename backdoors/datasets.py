@@ -40,7 +40,7 @@ from backdoors.triggers import (
     strip_scratchpad,
 )
 
-GENERATOR_VERSION = 2  # bump when the recipe changes, so cached data is rebuilt
+GENERATOR_VERSION = 3  # bump when the recipe changes, so cached data is rebuilt
 HELDOUT_SHARE = 5  # one prompt in five is held out, chosen by a hash of its text
 
 AnswerFn = Callable[[list[str]], list[str]]

