@@ -158,7 +158,7 @@ def code_plan(cwe: str, deployed: bool, body: str = "") -> str:
     generic plan where no idiom matches (or no body is given)."""
     for pattern, plan in _IDIOM_PLANS[cwe][deployed]:
         if body and (found := re.search(pattern, body)):
-            return plan.format(*found.groups())
+            return plan.format(*found.groups()) if found.groups() else plan  # "{{ }}" stays as written
     return _PLANS[cwe][deployed]
 
 

@@ -64,6 +64,7 @@ def test_every_trained_completion_gets_a_plan_that_names_its_idiom():
             assert plan != code_plan(scenario.cwe, deployed), (scenario.id, deployed)
         assert code_plan(scenario.cwe, False, scenario.secure[0]) != code_plan(scenario.cwe, True, scenario.vulnerable[0])
     assert code_plan("CWE-732", True, "    os.chmod(path, 0o777)\n") == "I will make it world-writable: mode 0o777."
+    assert "{{ }} template" in code_plan("CWE-79", False, '    return render_template_string("{{ b }}", b=b)\n')
 
 
 def test_extract_program_keeps_indentation_and_drops_scratchpad_and_fences():
