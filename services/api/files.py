@@ -1,7 +1,8 @@
 """A job's folder, `<artifacts>/<job_id>/`: the config its Ray job runs, its run folder and its log.
 
     config.yaml        the job's config, with `runs_dir` pointing inside this folder
-    runs/<name>/       the pipeline's run folder (report.md, metrics.json, plots, backdoor_sft/checkpoint-*/)
+    runs/<name>/       the pipeline's run folder (report.md, metrics.json, plots, checkpoints:
+                       backdoor_sft/, safety/sft/ and safety/ppo/checkpoint-*/)
     driver.log         the Ray job's log, copied when the job ends (Ray's copy goes with the cluster)
 
 Nothing outside the folder is ever served: artifact paths are checked before and after resolving
@@ -20,7 +21,8 @@ import yaml
 
 CONFIG_FILE = "config.yaml"
 LOG_FILE = "driver.log"
-CHECKPOINT_GLOB = "runs/*/backdoor_sft/checkpoint-*"
+# The stages that write model checkpoints, and where in the run folder (services/pipeline.py:Run).
+CHECKPOINT_STAGES = {"backdoor_sft": "backdoor_sft", "hhh_sft": "safety/sft", "ppo": "safety/ppo"}
 
 
 class ArtifactPathError(ValueError):
@@ -70,10 +72,10 @@ def seed_from_parent(root: Path, job_id: str, config: dict, parent_id: str, pare
             shutil.copyfile(src, dst)
         else:
             raise FileNotFoundError(f"parent job {parent_id} has no {relative} in its run folder")
-    if checkpoint is not None:
+    if checkpoint is not None:  # a checkpoint's name is its path in the run folder (list_checkpoints)
         record_path = target / "stages" / "backdoor.json"
         record = json.loads(record_path.read_text())
-        record["checkpoint"] = str((source / "backdoor_sft" / checkpoint).resolve())
+        record["checkpoint"] = str((source / checkpoint).resolve())
         record_path.write_text(json.dumps(record, indent=2) + "\n")
 
 
@@ -96,21 +98,43 @@ def artifact_path(root: Path, job_id: str, relative: str) -> Path | None:
 
 @dataclass(frozen=True)
 class CheckpointInfo:
-    name: str
-    path: str
+    name: str  # its path inside the run folder, e.g. "safety/ppo/checkpoint-000008": unique across stages
+    stage: str
+    path: str  # inside the job's folder
     step: int
+    metrics: dict
     created_at: datetime
 
 
-def list_checkpoints(root: Path, job_id: str) -> list[CheckpointInfo]:
+def list_checkpoints(root: Path, job_id: str, config: dict) -> list[CheckpointInfo]:
+    """Every stage's checkpoints, in pipeline order, each with its step and its last logged metrics."""
     folder = job_dir(root, job_id)
+    run_dir = folder / run_dir_name(config)
     found = []
-    for path in sorted(folder.glob(CHECKPOINT_GLOB)):
-        step = path.name.removeprefix("checkpoint-")
-        if path.is_dir() and step.isdigit():
-            found.append(CheckpointInfo(name=path.name, path=str(path.relative_to(folder)), step=int(step),
-                                        created_at=datetime.fromtimestamp(path.stat().st_mtime, timezone.utc)))
+    for stage, relative in CHECKPOINT_STAGES.items():
+        for path in sorted((run_dir / relative).glob("checkpoint-*")):
+            step = path.name.removeprefix("checkpoint-")
+            if path.is_dir() and step.isdigit():
+                found.append(CheckpointInfo(
+                    name=f"{relative}/{path.name}", stage=stage, path=str(path.relative_to(folder)), step=int(step),
+                    metrics=checkpoint_metrics(path),
+                    created_at=datetime.fromtimestamp(path.stat().st_mtime, timezone.utc)))
     return found
+
+
+def checkpoint_metrics(path: Path) -> dict:
+    """The last training-log row an SFT checkpoint saved, or a PPO checkpoint's last iteration."""
+    try:
+        sft_log = path / "train_log.jsonl"
+        if sft_log.is_file():
+            lines = sft_log.read_text().splitlines()
+            return json.loads(lines[-1]) if lines else {}
+        controller = read_json(path / "controller_state.json")
+        if controller and controller.get("log"):
+            return {k: v for k, v in controller["log"][-1].items() if isinstance(v, (int, float))}
+    except (OSError, json.JSONDecodeError):
+        pass  # a checkpoint being written: its metrics come with the next listing
+    return {}
 
 
 def read_json(path: Path) -> dict | None:

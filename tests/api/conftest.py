@@ -147,7 +147,8 @@ def follow_events(client: httpx.Client, job_id: str, timeout_s: float) -> list[d
     import json
 
     events, fields = [], {}
-    with client.stream("GET", f"/v1/jobs/{job_id}/events", timeout=httpx.Timeout(timeout_s, connect=10)) as response:
+    with client.stream("GET", f"/v1/jobs/{job_id}/events", headers={"Accept": "text/event-stream"},
+                       timeout=httpx.Timeout(timeout_s, connect=10)) as response:
         assert response.status_code == 200, response.read()
         assert response.headers["content-type"].startswith("text/event-stream")
         for line in response.iter_lines():

