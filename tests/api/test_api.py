@@ -149,9 +149,9 @@ def test_stages_that_continue_a_run_need_a_succeeded_parent(alice):
     queued = submit(alice)
     response = alice.post("/v1/jobs", json={"kind": "evaluate", "config": DATA_JOB["config"],
                                             "parent_job_id": queued["id"]})
-    assert response.status_code == 422 and "is queued; it must have succeeded" in message(response)
+    assert response.status_code == 409 and "is queued; it must have succeeded" in message(response)
     response = alice.post("/v1/evaluations", json={"job_id": queued["id"]})
-    assert response.status_code == 422 and message(response).startswith("job_id: job ")
+    assert response.status_code == 409 and message(response).startswith("job_id: job ")
 
 
 def test_idempotency_key_returns_the_same_job(alice):
@@ -183,7 +183,7 @@ def test_cursor_pagination_and_filters(alice, bob):
     assert [job["id"] for job in cancelled] == [made[0]["id"]]
     assert len(bob.get("/v1/jobs", params={"state": "queued", "kind": "experiment"}).json()["data"]) == 2
     response = bob.get("/v1/jobs", params={"after": "job_ffffffffffffffffffffffffffffffff"})
-    assert response.status_code == 422 and message(response).startswith("after:")
+    assert response.status_code == 404 and message(response).startswith("after:")
     assert bob.get("/v1/jobs", params={"limit": 0}).status_code == 422
 
 

