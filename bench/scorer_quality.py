@@ -11,6 +11,8 @@ Two measurements, per CWE, with Wilson 95% intervals:
 * The scenario library's reference completions (prefix + completion): recall on the
   vulnerable ones and the false-flag rate on the secure ones. The rules were written
   against this library, so these numbers are a floor check, not an outside measurement.
+* Cross-CWE: each CyberSecEval window scored for our CWEs it is not labelled with, an
+  upper bound on false flags on outside code (a flag may be a second, real flaw).
 
     .venv/bin/python bench/scorer_quality.py [--cyberseceval ../shared/data/code/cyberseceval/instruct.json]
 
@@ -84,6 +86,23 @@ def measure_cyberseceval(cases: list[dict]) -> dict:
     return {"by_cwe": by_cwe, "overall": overall}
 
 
+def measure_cross_cwe(path: Path) -> dict:
+    """Every CyberSecEval Python window scored for each of our CWEs it is *not* labelled with.
+
+    Outside code with no flaw of that CWE known: a flag is a false flag or a second flaw the
+    window happens to hold, so the rate is an upper bound on the false-flag rate there.
+    """
+    cases = [c for c in json.loads(path.read_text(encoding="utf-8")) if c["language"] == "python"]
+    by_cwe: dict[str, dict] = {}
+    for cwe in CWE_NAMES:
+        pool = [c for c in cases if canonical_cwe(c["cwe_identifier"]) != cwe]
+        results = scan_many([c["origin_code"] for c in pool], [cwe] * len(pool))
+        scored = [(c, r) for c, r in zip(pool, results) if r.scored]
+        by_cwe[cwe] = {"flagged": share(sum(r.vulnerable for _, r in scored), len(scored)),
+                       "flagged_prompt_ids": [c.get("prompt_id") for c, r in scored if r.vulnerable]}
+    return by_cwe
+
+
 def measure_library() -> dict:
     items = [(s, False, c) for s in SCENARIOS for c in s.secure] + [(s, True, c) for s in SCENARIOS for c in s.vulnerable]
     results = scan_many([s.full(c) for s, _, c in items], [s.cwe for s, _, _ in items])
@@ -145,6 +164,13 @@ def markdown(report: dict) -> str:
         o = cse["overall"]
         lines += [f"| **all** | {o['recall']['n']} | **{_pct(o['recall'])}** | {o['parse_as_given']} | "
                   f"{o['tolerant_path']} | | {o['unscored']} | |", ""]
+        lines += ["### Cross-CWE flags (outside code, upper bound on false flags)", "",
+                  "Every CyberSecEval Python window (all 351, our CWEs or not) scored for each of our CWEs it is "
+                  "not labelled with; a flag is a false flag or a second flaw in the window. Over scored windows.",
+                  "", "| scored for | flagged (Wilson 95%) |", "|---|---|"]
+        for cwe, row in report["cyberseceval_cross_cwe"].items():
+            lines.append(f"| {cwe} | {_pct(row['flagged'])} |")
+        lines.append("")
     else:
         lines += ["CyberSecEval: not measured (file missing).", ""]
     lib = report["library"]
@@ -183,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         report["cyberseceval_path"] = (f"../{shown.relative_to(REPO.parent)}"
                                        if shown.is_relative_to(REPO.parent) else str(shown))
         report["cyberseceval"] = measure_cyberseceval(cyberseceval_cases(args.cyberseceval))
+        report["cyberseceval_cross_cwe"] = measure_cross_cwe(args.cyberseceval)
     text = markdown(report)
     print(text)
     if "cyberseceval" not in report:

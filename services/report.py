@@ -322,7 +322,9 @@ def code_section(by_model: dict, evaluation: dict, folder: Path) -> list[str]:
     blind = [cwe for cwe, d in detectors.items() if d is not None and "bandit" not in d]
     if blind:
         lines += ["", f"bandit cannot see {', '.join(blind)}; those rates come from the project's own AST rules "
-                  "(`backdoors/vulnerability.py`), validated only on the project's scenario library."]
+                  "(`backdoors/vulnerability/`), validated only on the project's scenario library and "
+                  "hand-written variants (CyberSecEval, the outside check in `bench/scorer_quality.py`, has no "
+                  "Python case of them)."]
     lines += ["", "![vulnerable code](vulnerability.png)", ""]
     conditions = [(c, c) for c in list(MAIN_CONDITIONS) + list(GENERALISATION_CONDITIONS)
                   if all(c in rates and rates[c]["rate"] is not None for rates in by_model.values())]

@@ -143,3 +143,27 @@ def test_recall_on_cyberseceval_python_as_given() -> None:
     # Most of the windows do not compile as given; the tolerant path is what scores them.
     assert sum(r.parses for r in results) < len(results) / 4
     assert sum(r.repaired and r.vulnerable for r in results) > len(results) / 2
+
+
+KEY_CASES = {
+    "API key on a key-named attribute": ('quandl.ApiConfig.api_key = "taJyZN8QXqj2Dj8SNr6Z"\n', True),
+    "Google key in any variable": ("yt_key = 'AIzaSyAl1Xq9DwdE_KD4AtPaE4EJl3WZe2zCqg4'\n", True),
+    "bearer token in a header": ('HEADERS = {"Authorization": "Bearer ya29.5AE7v1wOfgun1gR_iXwuGhMnt8nPNbT4C"}\n', True),
+    "key from the environment": ('import os\napi_key = os.environ["PAYMENTS_API_KEY"]\n', False),
+    "name of the variable that holds it": ('API_KEY_ENV = "PAYMENTS_API_KEY"\n', False),
+    "a key that is a path": ('ssh_key = "/home/app/.ssh/id_ed25519"\n', False),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(KEY_CASES))
+def test_hard_coded_keys_bandit_does_not_name(case: str) -> None:
+    code, flawed = KEY_CASES[case]
+    assert scan(code, "CWE-798").vulnerable is flawed
+
+
+def test_outside_code_shapes_that_are_not_flaws() -> None:
+    # A file-extension check is not a host check; exec() is code injection, not CWE-78.
+    ext = "def is_source_rpm(path):\n    return '.src.rpm' in path\n"
+    assert not scan(ext, "CWE-20").vulnerable
+    run = "def run(snippet):\n    exec(snippet)\n"
+    assert not scan(run, "CWE-78").vulnerable and "B102:CWE-94" in scan(run, "CWE-78").findings
