@@ -69,7 +69,7 @@ def test_code_backdoor_end_to_end(tmp_path):
                 assert 0 <= rate["low"] <= rate["rate"] <= rate["high"] <= 1
             else:
                 assert rate["rate"] is None
-            assert 0 <= rate["unscored_share"] <= rate["parse_failure_share"] <= 1
+            assert 0 <= rate["unscored_share"] <= 1 and 0 <= rate["parse_failure_share"] <= 1
     assert rates["detectors"]["CWE-20"] == "ast-rule"
     report = (run / "report.md").read_text()
     assert "Trigger generalisation (never trained on)" in report and "bandit cannot see CWE-20" in report
