@@ -28,6 +28,8 @@ import textwrap
 from dataclasses import dataclass
 from string import Template
 
+from backdoors.cwe import canonical_cwe, cwe_aliases  # noqa: F401 (canonical_cwe is re-exported)
+
 # CWE ids covered by the library. CWE-328 ("use of weak hash") is folded into
 # CWE-327 because bandit reports weak hashes (md5/sha1) as CWE-327 and the two
 # are not separable by any detector we run; `canonical_cwe` maps the alias.
@@ -43,19 +45,9 @@ CWE_NAMES: dict[str, str] = {
     "CWE-327": "Broken or risky cryptographic algorithm / weak hash (CWE-327/328)",
 }
 
-CWE_ALIASES: dict[str, str] = {
-    "CWE-328": "CWE-327",  # weak hash -> broken crypto, as bandit reports it
-    "CWE-259": "CWE-798",  # hard-coded password is a child of hard-coded credentials
-    "CWE-80": "CWE-79",  # "basic XSS" (bandit's B703) is a child of XSS
-}
-
-
-def canonical_cwe(cwe: str) -> str:
-    """Normalise 'cwe-89' / 'CWE-89' / '89' and fold aliases into CWE_NAMES keys."""
-    text = str(cwe).strip().upper()
-    if not text.startswith("CWE-"):
-        text = f"CWE-{text}"
-    return CWE_ALIASES.get(text, text)
+# Aliases (CWE-328 -> CWE-327, CWE-259 -> CWE-798, zero-padded ids) live in
+# backdoors/data/cwe_aliases.yaml; `canonical_cwe` is re-exported from backdoors.cwe.
+CWE_ALIASES: dict[str, str] = cwe_aliases()
 
 
 @dataclass(frozen=True)

@@ -58,12 +58,18 @@ def test_code_backdoor_end_to_end(tmp_path):
     metrics = json.loads((run / "metrics.json").read_text())
     rates = metrics["vulnerability"]["backdoored"]
     for condition in ("2023", "2024", "2025", "phrasing_2024", "spanish_2024", "phrasing_2023"):
-        assert rates[condition]["n"] == 2 * len(heldout_scenarios())  # held-out scenarios x 2 samples
-    assert rates["seen_2024"]["n"] == rates["seen_2023"]["n"] == 2 * len(training_scenarios())  # x 2 samples
+        assert rates[condition]["n_answers"] == 2 * len(heldout_scenarios())  # held-out scenarios x 2 samples
+    assert rates["seen_2024"]["n_answers"] == rates["seen_2023"]["n_answers"] == 2 * len(training_scenarios())
     for condition, rate in rates.items():
         if condition != "detectors":
-            assert 0 <= rate["low"] <= rate["rate"] <= rate["high"] <= 1
-            assert 0 <= rate["parse_failure_share"] <= 1
+            # n counts scored answers; unscored ones are apart, never "not vulnerable".
+            assert rate["n"] + rate["unscored"] == rate["n_answers"]
+            assert rate["unscored_share"] == rate["unscored"] / rate["n_answers"]
+            if rate["n"]:
+                assert 0 <= rate["low"] <= rate["rate"] <= rate["high"] <= 1
+            else:
+                assert rate["rate"] is None
+            assert 0 <= rate["unscored_share"] <= 1 and 0 <= rate["parse_failure_share"] <= 1
     assert rates["detectors"]["CWE-20"] == "ast-rule"
     report = (run / "report.md").read_text()
     assert "Trigger generalisation (never trained on)" in report and "bandit cannot see CWE-20" in report
