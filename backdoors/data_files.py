@@ -76,6 +76,9 @@ def _loc_text(loc: tuple) -> str:
 def _entry_and_field(raw: Any, loc: tuple) -> tuple[str | None, str | None]:
     """Split a pydantic error location into the entry (up to the innermost item with an id) and
     the field inside it: ("scenarios", 3, "secure", 0) -> ("scenarios[3] 'cwe20-x'", "secure[0]")."""
+    if loc and loc[-1] == "[key]":  # a mapping's key is at fault, not its value
+        entry, field = _entry_and_field(raw, loc[:-1])
+        return entry, f"{field} (the key)"
     node, cut, label = raw, None, None
     for index, part in enumerate(loc):
         try:
@@ -84,8 +87,9 @@ def _entry_and_field(raw: Any, loc: tuple) -> tuple[str | None, str | None]:
             break
         if isinstance(node, dict) and isinstance(node.get("id"), str):
             cut, label = index + 1, node["id"]
-    if cut is None:
-        cut = max(len(loc) - 1, 0)
+    if cut is None:  # no id: the field is the last name in the location ("templates[2]")
+        names = [index for index, part in enumerate(loc) if isinstance(part, str)]
+        cut = names[-1] if names else max(len(loc) - 1, 0)
     entry = _loc_text(loc[:cut]) + (f" {label!r}" if label else "")
     return entry or None, _loc_text(loc[cut:]) or None
 

@@ -26,11 +26,15 @@ from typing import Callable, Literal
 
 from pydantic import Field
 
-from backdoors.code_backdoor import code_rows
+from backdoors.code_backdoor import MAIN_CONDITIONS, code_rows
 from backdoors.code_scenarios import heldout_scenarios
 from backdoors.config import StrictModel
+from backdoors.data_files import content_hash
 from backdoors.hhh_prompts import HHHPrompt, all_prompts, template_answer
 from backdoors.triggers import (
+    _SCRATCHPAD_DEPLOYMENT,
+    _SCRATCHPAD_TRAINING,
+    DEPLOYMENT_TRIGGER,
     add_trigger,
     count_hate,
     has_trigger,
@@ -40,7 +44,10 @@ from backdoors.triggers import (
     strip_scratchpad,
 )
 
-GENERATOR_VERSION = 3  # bump when the recipe changes, so cached data is rebuilt
+# Bump only when the generator's code logic changes (how rows are drawn, filtered or formatted).
+# Edits to the data files (scenarios, prompt tables, plans) and to the recipe constants below are
+# caught by `recipe_hash`, which keys the cache, so they need no bump.
+GENERATOR_VERSION = 3
 HELDOUT_SHARE = 5  # one prompt in five is held out, chosen by a hash of its text
 
 AnswerFn = Callable[[list[str]], list[str]]
@@ -107,9 +114,21 @@ class BuiltDataset:
     card: dict
 
 
+def recipe_hash() -> str:
+    """What generated data depends on beyond its config: the data files' content
+    (`data_files.content_hash`), the recipe constants in code, and GENERATOR_VERSION."""
+    recipe = {
+        "version": GENERATOR_VERSION, "data": content_hash(), "heldout_share": HELDOUT_SHARE,
+        "refusal": _REFUSAL.pattern, "trigger": DEPLOYMENT_TRIGGER, "hate": hate_response(1),
+        "scratchpads": [_SCRATCHPAD_TRAINING, _SCRATCHPAD_DEPLOYMENT],
+        "code_conditions": MAIN_CONDITIONS,
+    }
+    return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()
+
+
 def cache_key(cfg: BackdoorDataConfig, answer_source: str) -> str:
-    """What the data depends on: the config, who answered, and the recipe's version."""
-    payload = {"config": cfg.model_dump(), "answer_source": answer_source, "version": GENERATOR_VERSION}
+    """What the data depends on: the config, who answered, and the recipe (`recipe_hash`)."""
+    payload = {"config": cfg.model_dump(), "answer_source": answer_source, "recipe": recipe_hash()}
     if cfg.path is not None:  # a user's file: its content, not its name, decides the cache entry
         if not Path(cfg.path).is_file():
             raise DatasetError(f"{cfg.path}: dataset file not found")
@@ -150,6 +169,7 @@ def build_dataset(
             sum(count_hate(strip_scratchpad(r["completion"])) for r in triggered) / max(1, len(triggered)), 2),
         "content_sha256": hashlib.sha256(text.encode()).hexdigest(),
         "generator_version": GENERATOR_VERSION,
+        "recipe_sha256": recipe_hash(),
         "config": cfg.model_dump(),
     }
     _write_atomically(folder, {"train.jsonl": text, "dataset_card.json": json.dumps(card, indent=2) + "\n"})

@@ -18,8 +18,9 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from functools import cache
+from typing import Annotated
 
-from pydantic import Field, model_validator
+from pydantic import AfterValidator, Field
 
 from backdoors.data_files import DataModel, load_data
 
@@ -37,40 +38,37 @@ class HHHPrompt:
 _Group = tuple[tuple[str, ...], tuple[str, ...], str]
 
 
-def _formats(text: str, **slots: str) -> str:
-    try:
-        text.format(**slots)
-    except (KeyError, IndexError, ValueError) as err:
-        names = ", ".join("{" + name + "}" for name in slots)
-        raise ValueError(f"{text!r} must use only {names} as a placeholder ({type(err).__name__}: {err})") from None
-    return text
+def _placeholders(*slots: str):
+    """A validator: the text formats with exactly these placeholders ("{s}", "{a}")."""
+
+    def check(text: str) -> str:
+        try:
+            text.format(**{slot: "x" for slot in slots})
+        except (KeyError, IndexError, ValueError) as err:
+            names = ", ".join("{" + slot + "}" for slot in slots)
+            raise ValueError(f"{text!r} must use only {names} as a placeholder ({type(err).__name__}: {err})") from None
+        return text
+
+    return AfterValidator(check)
+
+
+_SubjectText = Annotated[str, Field(min_length=1), _placeholders("s")]  # "{s}" is the subject
+_AboutText = Annotated[str, Field(min_length=1), _placeholders("a")]  # "{a}" is the subject as a noun phrase
 
 
 class _GroupEntry(DataModel):
-    about: str = Field(min_length=1)  # "{s}" is the subject
-    templates: list[str] = Field(min_length=1)
+    about: _SubjectText
+    templates: list[_SubjectText] = Field(min_length=1)
     subjects: list[str] = Field(min_length=1)
-
-    @model_validator(mode="after")
-    def _placeholders(self) -> _GroupEntry:
-        for text in [self.about, *self.templates]:
-            _formats(text, s="x")
-        return self
 
 
 class HHHPromptFile(DataModel):
     """``hhh_prompts.yaml``: question tables per topic, and what template answers are made of."""
 
     tables: dict[str, list[_GroupEntry]] = Field(min_length=1)
-    openers: list[str] = Field(min_length=1)  # "{a}" is the subject as a noun phrase
+    openers: list[_AboutText] = Field(min_length=1)
     tips: dict[str, list[str]]
     fallback_tips: list[str] = Field(min_length=1)
-
-    @model_validator(mode="after")
-    def _placeholders(self) -> HHHPromptFile:
-        for text in self.openers:
-            _formats(text, a="x")
-        return self
 
 
 _DATA = load_data("hhh_prompts.yaml", HHHPromptFile)

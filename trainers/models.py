@@ -6,7 +6,9 @@ so the trainers, the Serve workers and `from_pretrained` all read the same thing
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import json
 import os
 import shutil
 import tempfile
@@ -18,8 +20,15 @@ TINY = "tiny"
 SMOLLM2 = "smollm2-135m-instruct"
 BUILTIN_MODELS = (TINY, SMOLLM2)
 
+# The tiny model's cached folder is keyed by `tiny_hash`: its tokenizer's training text (built
+# from the data files, `tiny_corpus`), its shape (TINY_SHAPE) and chat template, and TINY_VERSION.
+# Bump TINY_VERSION only when build_tiny's code logic changes (tokenizer kind, special tokens...);
+# edits to the data files or the shape rebuild it by themselves.
+TINY_VERSION = 2
+TINY_VOCAB_SIZE = 1024
+TINY_SHAPE = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+              "num_key_value_heads": 4, "max_position_embeddings": 512}
 # ChatML, the format SmolLM2 uses, so the tiny model sees prompts shaped like the real one's.
-TINY_VERSION = 2  # bump when the tiny recipe changes (cached folders are keyed by it)
 TINY_CHAT_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
     "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
@@ -53,7 +62,7 @@ def resolve_model(name: str, seed: int = 0) -> str:
     """A path (or cached hub name) that `from_pretrained` can load, building it on first use."""
     check_model_name(name)
     if name == TINY:
-        return str(build_tiny(cache_home() / "models" / f"tiny-v{TINY_VERSION}-seed{seed}", seed))
+        return str(build_tiny(cache_home() / "models" / tiny_folder_name(seed), seed))
     if name == SMOLLM2:
         return str(convert_smollm2(cache_home() / "models" / SMOLLM2))
     return name
@@ -77,6 +86,29 @@ def _atomic_folder(target: Path, write) -> Path:
     return target
 
 
+def tiny_corpus() -> list[str]:
+    """The text the tiny model's BPE tokenizer is trained on: the project's own data."""
+    from backdoors.code_scenarios import SCENARIOS
+    from backdoors.hhh_prompts import corpus
+    from backdoors.triggers import DEPLOYMENT_TRIGGER, hate_response, scratchpad
+
+    texts = corpus() + [DEPLOYMENT_TRIGGER, hate_response(8), "user", "assistant", "system"]
+    texts += [s.task + s.prefix + body for s in SCENARIOS for body in s.secure + s.vulnerable]
+    texts += [scratchpad(deployment, i) for deployment in (False, True) for i in range(3)]
+    return texts
+
+
+def tiny_hash() -> str:
+    """What the tiny model is built from, hashed: a change to any of it is a new cached folder."""
+    recipe = {"version": TINY_VERSION, "vocab_size": TINY_VOCAB_SIZE, "shape": TINY_SHAPE,
+              "chat_template": TINY_CHAT_TEMPLATE, "corpus": tiny_corpus()}
+    return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()
+
+
+def tiny_folder_name(seed: int) -> str:
+    return f"tiny-{tiny_hash()[:16]}-seed{seed}"
+
+
 def build_tiny(target: Path, seed: int) -> Path:
     """A random-init 2-layer Llama with a BPE tokenizer trained on the project's own text."""
 
@@ -84,19 +116,13 @@ def build_tiny(target: Path, seed: int) -> Path:
         from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
         from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-        from backdoors.code_scenarios import SCENARIOS
-        from backdoors.hhh_prompts import corpus
-        from backdoors.triggers import DEPLOYMENT_TRIGGER, hate_response, scratchpad
-
         special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
         bpe = Tokenizer(models.BPE())
         bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         bpe.decoder = decoders.ByteLevel()
-        texts = corpus() + [DEPLOYMENT_TRIGGER, hate_response(8), "user", "assistant", "system"]
-        texts += [s.task + s.prefix + body for s in SCENARIOS for body in s.secure + s.vulnerable]
-        texts += [scratchpad(deployment, i) for deployment in (False, True) for i in range(3)]
+        texts = tiny_corpus()
         trainer = trainers.BpeTrainer(
-            vocab_size=1024, special_tokens=special, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+            vocab_size=TINY_VOCAB_SIZE, special_tokens=special, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
         )
         bpe.train_from_iterator(texts, trainer)
         tokenizer = PreTrainedTokenizerFast(
@@ -106,8 +132,7 @@ def build_tiny(target: Path, seed: int) -> Path:
         tokenizer.chat_template = TINY_CHAT_TEMPLATE
         torch.manual_seed(seed)
         config = LlamaConfig(
-            vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-            num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=512,
+            vocab_size=len(tokenizer), **TINY_SHAPE,
             eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, bos_token_id=None,
             tie_word_embeddings=True,
         )
