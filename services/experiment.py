@@ -115,14 +115,14 @@ def _describe(err: ValidationError) -> str:
     return "\n".join(lines)
 
 
-def parse_experiment(raw: dict, source: str = "config", check_files: bool = True) -> ExperimentConfig:
+def parse_experiment(raw: dict | ExperimentConfig, source: str = "config", check_files: bool = True) -> ExperimentConfig:
     """Validate a config dict: schema first, then what the schema cannot see (model, files).
 
     check_files=False skips every look at the filesystem (existence of paths, models, datasets):
     the REST API resolves those fields itself (services/api/references.py), because a server that
     answered "not found" for one path and "ok" for another would tell any caller what it holds.
     """
-    if not isinstance(raw, dict):
+    if not isinstance(raw, (dict, ExperimentConfig)):  # an ExperimentConfig (the API's, parsed) is not parsed again
         raise ConfigError(f"{source}: expected a mapping at the top level, got {type(raw).__name__}")
     try:
         cfg = ExperimentConfig.model_validate(raw)

