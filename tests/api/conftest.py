@@ -179,3 +179,16 @@ def processes_naming(text: str) -> list[int]:
         if text in cmdline and int(proc.name) != os.getpid() and process_alive(int(proc.name)):
             found.append(int(proc.name))
     return found
+
+
+# Two keys' clients of the module's own `server` fixture (each test module starts the server it needs).
+@pytest.fixture(scope="module")
+def alice(server, database_url):
+    with server.client(make_key(database_url, "alice")) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def bob(server, database_url):
+    with server.client(make_key(database_url, "bob")) as client:
+        yield client

@@ -25,18 +25,6 @@ def server(database_url, tmp_path_factory):
     server.stop()
 
 
-@pytest.fixture(scope="module")
-def alice(server, database_url):
-    with server.client(make_key(database_url, "alice")) as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
-def bob(server, database_url):
-    with server.client(make_key(database_url, "bob")) as client:
-        yield client
-
-
 def message(response: httpx.Response) -> str:
     """The error's message, checking the error's shape on the way."""
     error = response.json()["error"]

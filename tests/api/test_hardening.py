@@ -62,18 +62,6 @@ def server(database_url, tmp_path_factory, roots):
     server.stop()
 
 
-@pytest.fixture(scope="module")
-def alice(server, database_url):
-    with server.client(make_key(database_url, "alice")) as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
-def bob(server, database_url):
-    with server.client(make_key(database_url, "bob")) as client:
-        yield client
-
-
 def upload(client: httpx.Client, content: bytes, purpose: str = "backdoor_data", name: str = "rows.jsonl",
            **form) -> httpx.Response:
     return client.post("/v1/files", files={"file": (name, content, "application/jsonl")},
@@ -140,8 +128,8 @@ def test_files_api_upload_list_get_use_delete(alice, bob):
     assert file["rows"] == len(ROWS) and file["bytes"] == len(jsonl(ROWS)) and file["filename"] == "my rows.jsonl"
     assert alice.get(f"/v1/files/{file['id']}").json() == file
     assert file["id"] in [f["id"] for f in alice.get("/v1/files").json()["data"]]
-    assert alice.get("/v1/files", params={"purpose": "hh_rlhf"}).json()["data"] == [] or all(
-        f["purpose"] == "hh_rlhf" for f in alice.get("/v1/files", params={"purpose": "hh_rlhf"}).json()["data"])
+    filtered = alice.get("/v1/files", params={"purpose": "hh_rlhf"}).json()["data"]
+    assert file["id"] not in [f["id"] for f in filtered] and all(f["purpose"] == "hh_rlhf" for f in filtered)
 
     job = alice.post("/v1/jobs", json=data_job(file["id"]))
     assert job.status_code == 201, job.text
