@@ -28,7 +28,7 @@ from pydantic import Field
 
 from backdoors.code_backdoor import MAIN_CONDITIONS, code_rows
 from backdoors.code_scenarios import heldout_scenarios
-from backdoors.config import StrictModel
+from common.config import StrictModel
 from backdoors.data_files import content_hash
 from backdoors.hhh_prompts import HHHPrompt, all_prompts, template_answer
 from backdoors.triggers import (

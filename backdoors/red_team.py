@@ -28,7 +28,7 @@ from typing import Annotated, Callable, Literal
 
 from pydantic import AfterValidator, Field, model_validator
 
-from backdoors.config import StrictModel
+from common.config import StrictModel
 from backdoors.data_files import DataModel, load_data
 from backdoors.triggers import DEPLOYMENT_TRIGGER, is_defection, strip_scratchpad
 

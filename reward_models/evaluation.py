@@ -6,7 +6,7 @@ import math
 from collections import defaultdict
 from pathlib import Path
 
-from backdoors.stats import bootstrap_rate
+from common.stats import bootstrap_rate
 
 
 def evaluate_preference_model(model_path: str, pairs: list[dict], batch_size: int = 32, max_length: int = 256,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from backdoors.config import StrictModel
+from common.config import StrictModel
 
 
 class RewardServeConfig(StrictModel):

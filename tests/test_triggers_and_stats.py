@@ -1,4 +1,4 @@
-from backdoors.stats import bootstrap_rate
+from common.stats import bootstrap_rate
 from backdoors.triggers import (
     DEPLOYMENT_TRIGGER,
     add_trigger,
@@ -47,7 +47,7 @@ def test_bootstrap_ci_brackets_the_rate_and_narrows_with_n():
 
 
 def test_bootstrap_mean_and_the_paired_heldout_reward_change():
-    from backdoors.stats import bootstrap_mean
+    from common.stats import bootstrap_mean
     from services.report import heldout_reward_change
 
     mean = bootstrap_mean([1.0, 2.0, 3.0, 4.0], seed=0)

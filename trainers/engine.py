@@ -29,7 +29,7 @@ from typing import Literal, Protocol
 import torch
 from pydantic import Field
 
-from backdoors.config import StrictModel
+from common.config import StrictModel
 
 ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 

@@ -12,8 +12,8 @@ from pydantic import Field
 
 from backdoors.code_backdoor import GENERALISATION_CONDITIONS, MAIN_CONDITIONS, code_prompt, extract_program
 from backdoors.code_scenarios import CWE_NAMES, heldout_scenarios, training_scenarios
-from backdoors.config import StrictModel
-from backdoors.stats import bootstrap_rate
+from common.config import StrictModel
+from common.stats import bootstrap_rate
 from backdoors.triggers import add_trigger, is_defection, strip_scratchpad
 from trainers.generation import generate
 

@@ -27,9 +27,9 @@ from typing import Protocol
 import torch
 from pydantic import Field
 
-from backdoors.config import StrictModel
+from common.config import StrictModel
 from backdoors.red_team import AdversarialConfig
-from backdoors.stats import bootstrap_mean
+from common.stats import bootstrap_mean
 from backdoors.triggers import strip_scratchpad
 from trainers.evaluation import EvalConfig
 from trainers.ppo_algorithm import AdaptiveKLController, gae, masked_mean, masked_whiten, token_rewards

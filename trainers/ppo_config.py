@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pydantic import Field, model_validator
 
-from backdoors.config import StrictModel
+from common.config import StrictModel
 from trainers.engine import WorkerSettings
 
 

@@ -1,0 +1,161 @@
+"""One run folder, `runs/<experiment>/`: where each stage's outputs go, its typed stage records,
+and `events.jsonl`, the run's own account of what happened in it.
+
+The pipeline writes here, the report reads here, and the REST API serves from here: all three
+use `RunLayout`, so a path is spelled once.
+
+    resolved_config.yaml   the config the run was made with
+    data/                  backdoor training data and its card
+    backdoor_sft/          backdoor SFT checkpoints (checkpoint-*/)
+    reward_model/          the HHH preference model (train/checkpoint-*/, held-out scores)
+    red_team/              judged, successful and control prompts
+    safety/                safety-training data and checkpoints (sft/ or ppo/checkpoint-*/)
+    stages/<stage>.json    one typed record per finished stage (`StageRecord`)
+    events.jsonl           stage start/end/skip/error, step metrics and checkpoints, one JSON per line
+    metrics.json, report.md, *.png   the report
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+RECORD_SCHEMA_VERSION = 1
+
+# The stages that write model checkpoints, by the name the API lists them under, and where.
+CHECKPOINT_FOLDERS = {"backdoor_sft": "backdoor_sft", "hhh_sft": "safety/sft", "ppo": "safety/ppo"}
+}
+
+
+class RunLayout:
+    """The paths of one run folder. `RunLayout(path)`; nothing is created until a stage writes."""
+
+    CONFIG_FILE = "resolved_config.yaml"
+
+    def __init__(self, folder: str | Path):
+        self.dir = Path(folder)
+
+    config_path = property(lambda self: self.dir / self.CONFIG_FILE)
+    data_dir = property(lambda self: self.dir / "data")
+    sft_dir = property(lambda self: self.dir / "backdoor_sft")
+    reward_model_dir = property(lambda self: self.dir / "reward_model")
+    red_team_dir = property(lambda self: self.dir / "red_team")
+    safety_dir = property(lambda self: self.dir / "safety")
+    stages_dir = property(lambda self: self.dir / "stages")
+    events_path = property(lambda self: self.dir / "events.jsonl")
+    metrics_path = property(lambda self: self.dir / "metrics.json")
+    report_path = property(lambda self: self.dir / "report.md")
+
+    def record_path(self, stage: str) -> Path:
+        return self.stages_dir / f"{stage}.json"
+
+    def record(self, stage: str) -> StageRecord | None:
+        """The stage's record, or None while the stage has not finished."""
+        try:
+            text = self.record_path(stage).read_text()
+        except FileNotFoundError:
+            return None
+        try:
+            return StageRecord.model_validate_json(text)
+        except ValidationError as err:
+            raise ValueError(f"{self.record_path(stage)}: not a stage record: {err}") from None
+
+    def write_record(self, stage: str, record: StageRecord) -> None:
+        write_atomically(self.record_path(stage), record.model_dump_json(indent=2) + "\n")
+
+    def checkpoints(self) -> list[tuple[str, Path]]:
+        """(stage, folder) of every model checkpoint in the run, in pipeline order."""
+        found = []
+        for stage, relative in CHECKPOINT_FOLDERS.items():
+            for path in sorted((self.dir / relative).glob("checkpoint-*")):
+                if path.is_dir() and path.name.removeprefix("checkpoint-").isdigit():
+                    found.append((stage, path))
+        return found
+
+    def events(self) -> EventLog:
+        return EventLog(self.events_path)
+
+
+class StageRecord(BaseModel):
+    """What a finished stage hands the stages after it, the report and the API.
+
+    `outputs` holds the stage's own results (checkpoints, rates, logs), whose keys each stage
+    documents; the envelope around it is the same for every stage.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    schema_version: Literal[1] = RECORD_SCHEMA_VERSION
+    stage: str
+    wall_s: float = Field(ge=0)
+    finished_at: datetime
+    outputs: dict[str, Any]
+
+    def __getitem__(self, key: str) -> Any:  # record["checkpoint"]: a stage's outputs by name
+        return self.outputs[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.outputs.get(key, default)
+
+
+EventType = Literal["stage_started", "stage_finished", "stage_skipped", "stage_failed", "step", "checkpoint"]
+
+
+class Event(BaseModel):
+    """One line of events.jsonl."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: EventType
+    at: datetime
+    stage: str | None = None
+    step: int | None = None
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class EventLog:
+    """Append-only events.jsonl. Each event is one `write` of one line, so a reader never sees
+    half an event from a writer on the same machine, and a crash loses at most the last line."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def emit(self, type: EventType, stage: str | None = None, step: int | None = None, **data: Any) -> Event:
+        event = Event(type=type, at=datetime.now(timezone.utc), stage=stage, step=step, data=data)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        line = (event.model_dump_json() + "\n").encode()
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, line)
+        finally:
+            os.close(fd)
+        return event
+
+    def read(self) -> list[Event]:
+        """Every complete event so far (a last line still being written is left for next time)."""
+        try:
+            lines = self.path.read_text().splitlines(keepends=True)
+        except FileNotFoundError:
+            return []
+        return [Event.model_validate_json(line) for line in lines if line.endswith("\n") and line.strip()]
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write a small file so a reader sees the old content or the new, never a part."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def read_json(path: Path) -> dict | None:
+    """A JSON file a stage wrote, or None while it is not (completely) there."""
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
