@@ -29,7 +29,6 @@ RECORD_SCHEMA_VERSION = 1
 
 # The stages that write model checkpoints, by the name the API lists them under, and where.
 CHECKPOINT_FOLDERS = {"backdoor_sft": "backdoor_sft", "hhh_sft": "safety/sft", "ppo": "safety/ppo"}
-}
 
 
 class RunLayout:
