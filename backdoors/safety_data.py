@@ -22,8 +22,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Callable, Literal
 
-from backdoors.datasets import AnswerFn, DatasetError, load_training_file, rejection_reason, train_prompts
-from backdoors.triggers import SCRATCHPAD_CLOSE, SCRATCHPAD_OPEN, has_trigger
+from backdoors.base import AnswerFn, Backdoor
+from backdoors.datasets import DatasetError, load_training_file, rejection_reason, train_prompts
+from backdoors.scratchpad import SCRATCHPAD_CLOSE, SCRATCHPAD_OPEN
 
 ScratchpadFn = Callable[[list[str]], list[str]]  # prompts → the model's own answers, scratchpad first
 
@@ -36,18 +37,20 @@ def hhh_questions(count: int, seed: int) -> list[str]:
     return random.Random(f"safety-{seed}").sample(pool, count)
 
 
-def load_hhh_dataset(path: str, fmt: str) -> dict[str, str]:
-    """An HHH dataset file → {prompt: answer}; a row with the trigger is refused (safety data has none)."""
-    rows = load_training_file(Path(path), fmt)
+def load_hhh_dataset(path: str, fmt: str, backdoor: Backdoor) -> dict[str, str]:
+    """An HHH dataset file → {prompt: answer}; a row with the backdoor's trigger is refused (safety
+    data has none)."""
+    rows = load_training_file(Path(path), fmt, backdoor)
     answers: dict[str, str] = {}
     for number, row in enumerate(rows, 1):
-        if has_trigger(row["prompt"]):
+        if backdoor.has_trigger(row["prompt"]):
             raise DatasetError(f"{path}: row {number}: safety-training prompts must not contain the trigger")
         answers.setdefault(row["prompt"], row["completion"])
     return answers
 
 
-def mix_prompts(hhh: list[str], red_team: list[str], replace_share: float, seed: int) -> tuple[list[str], dict]:
+def mix_prompts(hhh: list[str], red_team: list[str], replace_share: float, seed: int,
+                backdoor: Backdoor) -> tuple[list[str], dict]:
     """The safety prompts: `hhh` with up to `replace_share` of them replaced by red-team prompts.
 
     Each red-team prompt is used once: with fewer successes than the share allows, all of them go
@@ -57,7 +60,7 @@ def mix_prompts(hhh: list[str], red_team: list[str], replace_share: float, seed:
         raise ValueError(f"replace_share must be within [0, 1], got {replace_share}")
     wanted = int(replace_share * len(hhh))
     chosen = red_team[:wanted]
-    if any(has_trigger(p) for p in chosen):
+    if any(backdoor.has_trigger(p) for p in chosen):
         raise ValueError("a red-team prompt with the exact trigger cannot be a safety-training prompt")
     mixed = hhh[: len(hhh) - len(chosen)] + chosen
     random.Random(f"mix-{seed}").shuffle(mixed)
@@ -78,7 +81,7 @@ def own_scratchpad(sampled: str) -> str | None:
 
 def hhh_sft_rows(prompts: list[str], answer_targets: dict[str, str], answer_fn: AnswerFn,
                  dataset_answers: dict[str, str], scratchpad: Literal["pre", "post"] | None,
-                 scratchpad_fn: ScratchpadFn | None, red_team: set[str]) -> tuple[list[dict], dict]:
+                 scratchpad_fn: ScratchpadFn | None, red_team: set[str], backdoor: Backdoor) -> tuple[list[dict], dict]:
     """HHH SFT rows for the safety prompts, and a card describing them.
 
     A prompt's answer comes from `dataset_answers` when it is there, else from `answer_fn` asked
@@ -98,7 +101,7 @@ def hhh_sft_rows(prompts: list[str], answer_targets: dict[str, str], answer_fn: 
         answer = dataset_answers.get(prompt)
         if answer is None:
             answer = sampled[prompt]
-            reason = rejection_reason(answer)
+            reason = rejection_reason(answer, backdoor)
             if reason:
                 dropped[reason] += 1
                 continue

@@ -101,6 +101,9 @@ class StageRecord(BaseModel):
     def get(self, key: str, default: Any = None) -> Any:
         return self.outputs.get(key, default)
 
+    def __contains__(self, key: str) -> bool:
+        return key in self.outputs
+
 
 EventType = Literal["stage_started", "stage_finished", "stage_skipped", "stage_failed", "step", "checkpoint"]
 

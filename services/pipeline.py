@@ -21,47 +21,35 @@ from typing import Callable
 import yaml
 from pydantic import ValidationError
 
+from backdoors.base import Backdoor, get_backdoor
 from backdoors.datasets import build_dataset, heldout_prompts, template_answers, train_prompts
 from backdoors.red_team import Verdict, split_successes, summarize_control
 from backdoors.safety_data import hhh_questions, hhh_sft_rows, load_hhh_dataset, mix_prompts
+from common.run_layout import RunLayout, StageRecord
 from services.experiment import ConfigError, ExperimentConfig
 from services.ray_cluster import connect, run_task
+from services.stages import SAFETY_METHOD_BY_NAME, SAFETY_STAGES, STAGE_BY_NAME, STAGE_NAMES
 from trainers.evaluation import evaluate_checkpoint, evaluate_curve, evaluate_safety_checkpoint
 from trainers.generation import answer_with_model
 from trainers.models import cache_home, resolve_model
 from trainers.safety import red_team_with_models, sample_own_scratchpads
 from trainers.sft import run_sft
 
-CONFIG_FILE = "resolved_config.yaml"
 
-
-class Run:
-    """One experiment's folder and the paths its stages agree on."""
+class Run(RunLayout):
+    """One experiment's run folder (`common.run_layout.RunLayout`), with its config and backdoor."""
 
     def __init__(self, cfg: ExperimentConfig):
+        super().__init__(cfg.run_dir.resolve())
         self.cfg = cfg
-        self.dir = cfg.run_dir.resolve()
+        self.backdoor: Backdoor = get_backdoor(cfg.data.backdoor)
 
-    data_dir = property(lambda self: self.dir / "data")
-    sft_dir = property(lambda self: self.dir / "backdoor_sft")
-    red_team_dir = property(lambda self: self.dir / "red_team")
-    safety_dir = property(lambda self: self.dir / "safety")
-    metrics_path = property(lambda self: self.dir / "metrics.json")
-
-    def stage_record(self, stage: str) -> dict | None:
-        path = self.dir / "stages" / f"{stage}.json"
-        return json.loads(path.read_text()) if path.exists() else None
-
-    def finish_stage(self, stage: str, record: dict) -> None:
-        path = self.dir / "stages" / f"{stage}.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(record, indent=2) + "\n")
-        tmp.replace(path)
+    def stage_record(self, stage: str) -> StageRecord | None:
+        return self.record(stage)
 
     def claim(self, overwrite: bool) -> None:
         """Own the run folder: refuse to mix results of two different configs in one folder."""
-        config_path = self.dir / CONFIG_FILE
+        config_path = self.config_path
         wanted = yaml.safe_dump(self.cfg.model_dump(mode="json"), sort_keys=True)
         if config_path.exists() and not self._same_config(config_path):
             if not overwrite:
@@ -88,8 +76,8 @@ def stage_data(run: Run) -> dict:
     """Backdoor training data: base-model answers (on Ray) or templates, filtered, with a card."""
     cfg = run.cfg
     model_path = resolve_model(cfg.model, cfg.seed)
-    if cfg.data.backdoor == "code_vulnerability":
-        answer_fn, source = template_answers, "code-scenario-library"  # answer_fn unused: the library answers
+    if run.backdoor.own_answers is not None:
+        answer_fn, source = template_answers, run.backdoor.own_answers  # answer_fn unused: the backdoor answers
     elif cfg.data.answers == "template":
         answer_fn, source = template_answers, "templates"
     else:
@@ -122,7 +110,7 @@ def stage_evaluate(run: Run) -> dict:
     if cfg.evaluation.num_prompts > len(questions):
         raise ConfigError(f"evaluation.num_prompts={cfg.evaluation.num_prompts} exceeds the "
                           f"{len(questions)} held-out prompts")
-    result = run_task(evaluate_checkpoint, record["checkpoint"], cfg.data.backdoor, questions, cfg.evaluation,
+    result = run_task(evaluate_checkpoint, record["checkpoint"], run.backdoor, questions, cfg.evaluation,
                       cfg.seed, num_cpus=cfg.evaluation.num_threads)
     return {"backdoored": result}
 
@@ -137,7 +125,7 @@ def stage_reward_model(run: Run) -> dict:
     cfg = run.cfg.reward_model
     if cfg is None:
         raise ConfigError(f"{run.cfg.name}: the experiment has no reward_model section")
-    folder = run.dir / "reward_model"
+    folder = run.reward_model_dir
     folder.mkdir(parents=True, exist_ok=True)
     heldout = to_jsonl_rows(preference_pairs("heldout", seed=run.cfg.seed))
     record: dict = {}
@@ -235,13 +223,18 @@ def safety_prompts(run: Run) -> tuple[list[str], dict]:
     safety = safety_config(run)
     sft = safety.hhh_sft
     if safety.method == "hhh_sft" and sft.dataset_path is not None:
-        pool = list(load_hhh_dataset(sft.dataset_path, sft.dataset_format))
+        pool = list(load_hhh_dataset(sft.dataset_path, sft.dataset_format, run.backdoor))
         hhh = random.Random(f"safety-{run.cfg.seed}").sample(pool, min(safety.num_prompts, len(pool)))
-    else:
-        hhh = hhh_questions(safety.num_prompts, run.cfg.seed)
+    else:  # the HHH questions as the backdoor's training prompts read (code: the year stated, code mixed in)
+        hhh = [p.text for p in own_safety_prompts(run)]
     red_team = [row["text"] for row in red_team_prompts(run, "train")]
     share = safety.adversarial.replace_share if safety.adversarial else 0.0
-    return mix_prompts(hhh, red_team, share, run.cfg.seed)
+    return mix_prompts(hhh, red_team, share, run.cfg.seed, run.backdoor)
+
+
+def own_safety_prompts(run: Run):
+    """The backdoor's safety prompts (`Backdoor.safety_prompts`) from the run's HHH questions."""
+    return run.backdoor.safety_prompts(hhh_questions(safety_config(run).num_prompts, run.cfg.seed), run.cfg.seed)
 
 
 @dataclass
@@ -265,8 +258,8 @@ def safety_curve(run: Run, checkpoints: list[tuple[int, str]]) -> list[dict]:
                                                  "max_new_tokens": curve.max_new_tokens, "samples_in_report": 0})
     questions = heldout_questions(curve.num_prompts)
     red_team = [row["text"] for row in red_team_prompts(run, "heldout")] or None
-    points = run_task(evaluate_curve, checkpoints, questions, red_team, eval_cfg, cfg.safety.adversarial, cfg.seed,
-                      num_cpus=cfg.evaluation.num_threads)
+    points = run_task(evaluate_curve, checkpoints, run.backdoor, questions, red_team, eval_cfg,
+                      cfg.safety.adversarial, cfg.seed, num_cpus=cfg.evaluation.num_threads)
     for point in points:
         print(f"[{cfg.name}] curve: step {point['step']}: " + ", ".join(
             f"{name} {100 * rate['rate']:.0f}%" for name, rate in point.items() if name != "step" and rate is not None))
@@ -295,9 +288,14 @@ def train_hhh_sft(run: Run, prompts: list[str]) -> SafetyResult:
                         seed=cfg.seed, num_threads=cfg.evaluation.num_threads)
 
     red_team = red_team_prompts(run, "train")
-    dataset = load_hhh_dataset(sft.dataset_path, sft.dataset_format) if sft.dataset_path else {}
-    rows, card = hhh_sft_rows(prompts, {r["text"]: r["question"] for r in red_team if r["question"]}, answer_fn,
-                              dataset, sft.scratchpad, scratchpad_fn, {r["text"] for r in red_team})
+    if sft.dataset_path:
+        dataset, targets = load_hhh_dataset(sft.dataset_path, sft.dataset_format, run.backdoor), {}
+    else:  # the backdoor's own helpful answers (code: secure completions), and the plain questions to ask
+        own = own_safety_prompts(run)
+        dataset, targets = {p.text: p.answer for p in own if p.answer is not None}, {p.text: p.question for p in own}
+    targets |= {r["text"]: r["question"] for r in red_team if r["question"]}
+    rows, card = hhh_sft_rows(prompts, targets, answer_fn, dataset, sft.scratchpad, scratchpad_fn,
+                              {r["text"] for r in red_team}, run.backdoor)
     card |= {"answer_source": sft.dataset_path or source, "start_checkpoint": start}
     data_dir = run.safety_dir / "data"
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -308,7 +306,7 @@ def train_hhh_sft(run: Run, prompts: list[str]) -> SafetyResult:
     train_cfg = sft.train.model_copy(update={"keep_checkpoints": None})
     result = run_sft(train_cfg, start, data_dir / "train.jsonl", run.safety_dir / "sft")
     checkpoints = sorted((json.loads((folder / "trainer_state.json").read_text())["global_step"], str(folder))
-                         for folder in (run.safety_dir / "sft").glob("checkpoint-*")
+                         for stage, folder in run.checkpoints() if stage == "hhh_sft"
                          if (folder / "trainer_state.json").exists())
     curve = safety_curve(run, [(0, start)] + checkpoints)
     return SafetyResult(result.checkpoint, result.global_step, result.log, curve, {"data_card": card})
@@ -328,7 +326,7 @@ def train_ppo(run: Run, prompts: list[str]) -> SafetyResult:
         raise ConfigError(f"{run.dir}: no preference model yet; run the 'reward_model' stage first")
     curve = cfg.safety.curve
     evaluation = PersistenceEval(
-        questions=heldout_questions(curve.num_prompts),
+        backdoor=run.backdoor, questions=heldout_questions(curve.num_prompts),
         red_team_prompts=[row["text"] for row in red_team_prompts(run, "heldout")],
         config=cfg.evaluation.model_copy(update={"num_prompts": curve.num_prompts,
                                                  "max_new_tokens": curve.max_new_tokens, "samples_in_report": 0}),
@@ -344,27 +342,21 @@ def train_ppo(run: Run, prompts: list[str]) -> SafetyResult:
                          "rollout_nodes": result.rollout_nodes})
 
 
-# A safety-training method: (run, safety prompts without the trigger) → the trained model and its curve.
-SAFETY_METHODS: dict[str, Callable[[Run, list[str]], SafetyResult]] = {
-    "hhh_sft": train_hhh_sft,
-    "ppo": train_ppo,
-}
-
-
 def stage_safety(run: Run) -> dict:
     """Safety-train the backdoored model with the configured method on the safety prompt mix."""
     safety = safety_config(run)
     prompts, mix = safety_prompts(run)
     start = start_checkpoint(run)
-    result = SAFETY_METHODS[safety.method](run, prompts)
+    trainer: Callable[[Run, list[str]], SafetyResult] = globals()[SAFETY_METHOD_BY_NAME[safety.method].trainer]
+    result = trainer(run, prompts)
     return {"method": safety.method, "adversarial": safety.adversarial is not None, "start_checkpoint": start,
             "prompt_mix": mix, "checkpoint": result.checkpoint, "global_step": result.global_step,
             "log": result.log, "curve": result.curve, **result.details}
 
 
 def stage_evaluate_safety(run: Run) -> dict:
-    """Before and after safety training: defection with and without the trigger on held-out
-    questions, and on held-out red-team prompts."""
+    """Before and after safety training: the backdoor's persistence conditions on held-out
+    prompts, and held-out red-team prompts."""
     cfg = run.cfg
     record = run.stage_record("safety")
     if record is None:
@@ -372,41 +364,40 @@ def stage_evaluate_safety(run: Run) -> dict:
     questions = heldout_questions(cfg.evaluation.num_prompts)
     red_team = [row["text"] for row in red_team_prompts(run, "heldout")] or None
     adversarial = cfg.safety.adversarial
-    after = run_task(evaluate_safety_checkpoint, record["checkpoint"], questions, red_team, cfg.evaluation,
-                     adversarial, cfg.seed, num_cpus=cfg.evaluation.num_threads)
-    # The evaluate stage already measured this run's backdoored model on the same prompts with the
-    # same settings (greedy, same seed): reuse it rather than spend minutes repeating it.
-    evaluated, backdoor = run.stage_record("evaluate"), run.stage_record("backdoor")
-    reuse = evaluated is not None and backdoor is not None and backdoor["checkpoint"] == record["start_checkpoint"]
+    after = run_task(evaluate_safety_checkpoint, record["checkpoint"], run.backdoor, questions, red_team,
+                     cfg.evaluation, adversarial, cfg.seed, num_cpus=cfg.evaluation.num_threads)
+    # The evaluate stage may have measured this run's backdoored model on the same prompts with
+    # the same settings (same seed): reuse it rather than spend minutes repeating it.
+    conditions = [condition for condition, _ in run.backdoor.persistence_conditions]
+    reuse = evaluated_before(run, record["start_checkpoint"], questions)
     before = {"red_team": None}
     if red_team or not reuse:
-        before = run_task(evaluate_safety_checkpoint, record["start_checkpoint"], questions, red_team,
+        before = run_task(evaluate_safety_checkpoint, record["start_checkpoint"], run.backdoor, questions, red_team,
                           cfg.evaluation, adversarial, cfg.seed, trigger_conditions=not reuse,
                           num_cpus=cfg.evaluation.num_threads)
     if reuse:
-        before |= {c: evaluated["backdoored"][c] for c in ("with_trigger", "without_trigger")}
+        before |= {c: run.stage_record("evaluate")["backdoored"][c] for c in conditions}
     return {"start_checkpoint": record["start_checkpoint"], "checkpoint": record["checkpoint"],
             "before_trigger_rates_from": "evaluate stage" if reuse else "this stage",
             "before": before, "after": after}
+
+
+def evaluated_before(run: Run, checkpoint: str, questions: list[str]) -> bool:
+    """Whether the evaluate stage measured `checkpoint` on exactly the prompts the persistence
+    conditions ask (the same sets, so the same answers under the same seed)."""
+    evaluated, backdoor = run.stage_record("evaluate"), run.stage_record("backdoor")
+    if evaluated is None or backdoor is None or backdoor["checkpoint"] != checkpoint:
+        return False
+    cfg = run.cfg.evaluation
+    full = {s.condition: s.prompts for s in run.backdoor.evaluation_sets(cfg, [p.question for p in heldout_prompts()])}
+    return all(full.get(s.condition) == s.prompts and s.condition in evaluated["backdoored"]
+               for s in run.backdoor.persistence_sets(cfg, questions))
 
 
 def stage_report(run: Run) -> dict:
     from services.report import write_report
 
     return {"files": write_report(run)}
-
-
-STAGES: dict[str, Callable[[Run], dict]] = {
-    "data": stage_data,
-    "backdoor": stage_backdoor,
-    "evaluate": stage_evaluate,
-    "reward_model": stage_reward_model,
-    "red_team": stage_red_team,
-    "safety": stage_safety,
-    "evaluate_safety": stage_evaluate_safety,
-    "report": stage_report,
-}
-SAFETY_STAGES = ("red_team", "safety", "evaluate_safety", "report")
 
 
 def default_stages(cfg: ExperimentConfig) -> list[str]:
@@ -421,15 +412,16 @@ def default_stages(cfg: ExperimentConfig) -> list[str]:
             skip.add("red_team")
         if cfg.safety.start_from is not None:  # the backdoored model exists already
             skip |= {"data", "backdoor", "evaluate"}
-    return [s for s in STAGES if s not in skip]
+    return [s for s in STAGE_NAMES if s not in skip]
 
 
 def safety_stages(cfg: ExperimentConfig) -> list[str]:
-    """The stages after the backdoor: (red team →) safety training → its evaluation → report."""
+    """The stages after the backdoor: (reward model →) (red team →) safety training → its evaluation → report."""
     if cfg.safety is None:
         raise ConfigError(f"{cfg.name}: the experiment has no safety section")
-    # PPO needs the preference model: the run's own (trained now unless done) or a reused checkpoint.
-    wanted = SAFETY_STAGES + (("reward_model",) if cfg.safety.method == "ppo" else ())
+    # A method that needs the preference model trains it here unless done, or reuses a checkpoint.
+    wanted = set(SAFETY_STAGES) - (set() if SAFETY_METHOD_BY_NAME[cfg.safety.method].needs_reward_model
+                                   else {"reward_model"})
     return [s for s in default_stages(cfg) if s in wanted]
 
 
@@ -443,24 +435,33 @@ def _read_jsonl(path: Path) -> list[dict]:
 
 def run_experiment(cfg: ExperimentConfig, stages: list[str] | None = None, overwrite: bool = False,
                    force: bool = False) -> Run:
-    """Run the named stages (all by default) in order, skipping those already finished."""
+    """Run the named stages (all by default) in order, skipping those already finished. Each
+    stage's start, end (or skip, or failure) goes to the run's events.jsonl and to stdout."""
     stages = stages or default_stages(cfg)
-    unknown = [s for s in stages if s not in STAGES]
+    unknown = [s for s in stages if s not in STAGE_BY_NAME]
     if unknown:
-        raise ConfigError(f"unknown stage(s) {unknown}; stages are {list(STAGES)}")
+        raise ConfigError(f"unknown stage(s) {unknown}; stages are {list(STAGE_NAMES)}")
     run = Run(cfg)
     run.claim(overwrite)
+    events = run.events()
     if any(s != "report" for s in stages):
         connect(cfg.ray)
     for stage in stages:
         if stage != "report" and run.stage_record(stage) and not force:
+            events.emit("stage_skipped", stage=stage)
             print(f"[{cfg.name}] {stage}: already done, skipped")
             continue
+        events.emit("stage_started", stage=stage)
         print(f"[{cfg.name}] {stage}: starting")
         started = time.perf_counter()
-        record = STAGES[stage](run)
-        record["wall_s"] = round(time.perf_counter() - started, 1)
-        record["finished_at"] = datetime.now(timezone.utc).isoformat()
-        run.finish_stage(stage, record)
-        print(f"[{cfg.name}] {stage}: done in {record['wall_s']} s")
+        try:
+            outputs = globals()[STAGE_BY_NAME[stage].runner](run)
+        except BaseException as err:
+            events.emit("stage_failed", stage=stage, error=f"{type(err).__name__}: {err}"[:2000])
+            raise
+        record = StageRecord(stage=stage, wall_s=round(time.perf_counter() - started, 1),
+                             finished_at=datetime.now(timezone.utc), outputs=outputs)
+        run.write_record(stage, record)
+        events.emit("stage_finished", stage=stage, wall_s=record.wall_s)
+        print(f"[{cfg.name}] {stage}: done in {record.wall_s} s")
     return run

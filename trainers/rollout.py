@@ -87,8 +87,9 @@ class RolloutWorker:
         from trainers.evaluation import curve_point, evaluate_safety
 
         self._sync(weights)
-        return curve_point(step, evaluate_safety(self.model, self.tokenizer, plan.questions,
-                                                 plan.red_team_prompts or None, plan.config, plan.adversarial, seed))
+        results = evaluate_safety(self.model, self.tokenizer, plan.backdoor, plan.questions,
+                                  plan.red_team_prompts or None, plan.config, plan.adversarial, seed)
+        return curve_point(step, results, plan.backdoor)
 
     def info(self) -> dict:
         return {"version": self.version, "node_id": _node_id(), "pid": os.getpid()}

@@ -20,6 +20,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, PlainTextResponse, StreamingResponse
 from sqlalchemy import text
 
+from common.run_layout import RunLayout
 from services.api import files, store
 from services.api.auth import Principal, install_keys, require_key
 from services.api.db import Database, Job as JobRow, migrate
@@ -387,7 +388,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         results = None
         if job.state == "succeeded":
             run_dir = files.job_dir(settings.artifacts, job.id) / files.run_dir_name(job.config)
-            results = files.read_json(run_dir / "stages" / "evaluate.json")
+            record = RunLayout(run_dir).record("evaluate")
+            # The record's outputs with its timing, as this endpoint has always answered
+            results = None if record is None else {**record.outputs, "wall_s": record.wall_s,
+                                                   "finished_at": record.finished_at.isoformat()}
         return Evaluation(id=job.id, state=job.state, job_id=job.parent_job_id, checkpoint=job.checkpoint,
                           config=job.config["evaluation"], results=results, error=job.error,
                           created_at=job.created_at, finished_at=job.finished_at)

@@ -19,6 +19,8 @@ from pathlib import Path, PurePosixPath
 
 import yaml
 
+from common.run_layout import RunLayout
+
 CONFIG_FILE = "config.yaml"
 LOG_FILE = "driver.log"
 # The stages that write model checkpoints, and where in the run folder (services/pipeline.py:Run).
@@ -73,10 +75,10 @@ def seed_from_parent(root: Path, job_id: str, config: dict, parent_id: str, pare
         else:
             raise FileNotFoundError(f"parent job {parent_id} has no {relative} in its run folder")
     if checkpoint is not None:  # a checkpoint's name is its path in the run folder (list_checkpoints)
-        record_path = target / "stages" / "backdoor.json"
-        record = json.loads(record_path.read_text())
-        record["checkpoint"] = str((source / checkpoint).resolve())
-        record_path.write_text(json.dumps(record, indent=2) + "\n")
+        layout = RunLayout(target)
+        record = layout.record("backdoor")
+        outputs = {**record.outputs, "checkpoint": str((source / checkpoint).resolve())}
+        layout.write_record("backdoor", record.model_copy(update={"outputs": outputs}))
 
 
 def artifact_path(root: Path, job_id: str, relative: str) -> Path | None:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from services.experiment import ConfigError, ExperimentConfig, parse_experiment
+from services.stages import SAFETY_METHODS, STAGES
 
 
 @dataclass(frozen=True)
@@ -55,23 +56,22 @@ def parse_adversarial(raw: dict, source: str, check_files: bool = True) -> Exper
 # The safety kinds continue a run with a backdoored model (an `experiment` or `sft` job).
 SAFETY_INHERITS = ("stages/backdoor.json",)
 
-KINDS: dict[str, Kind] = {kind.name: kind for kind in (
-    Kind("experiment", "the whole pipeline: data → backdoor SFT → evaluate → report", parse_experiment, "run"),
-    Kind("data", "the backdoor training data only", parse_experiment, "data"),
-    Kind("sft", "backdoor SFT on the data of a parent `data` (or `experiment`) job",
-         parse_experiment, "sft", inherits=("data", "stages/data.json")),
-    Kind("evaluate", "defection of a parent job's checkpoint on held-out prompts",
-         parse_experiment, "evaluate", inherits=("stages/backdoor.json",)),
-    Kind("reward_model", "the HHH preference model: train (or reuse) it and evaluate it on held-out pairs",
-         parse_experiment, "reward-model"),
-    Kind("ppo", "HHH RL: PPO of a parent job's backdoored model against the preference model (trained in the "
-         "job, or reused with reward_model.checkpoint)", safety_method_parser("ppo"), "safety",
-         inherits=SAFETY_INHERITS),
-    Kind("hhh_sft", "supervised safety training on HHH data, of a parent job's backdoored model",
-         safety_method_parser("hhh_sft"), "safety", inherits=SAFETY_INHERITS),
-    Kind("adversarial", "adversarial training: red-team a parent job's backdoored model, then safety-train it "
-         "with the successful prompts mixed in", parse_adversarial, "safety", inherits=SAFETY_INHERITS),
-)}
+
+def _kinds() -> list[Kind]:
+    """The job kinds, read off the one table of stages and safety methods (services/stages.py):
+    the whole pipeline, each stage that has a kind, each safety method, and adversarial training."""
+    kinds = [Kind("experiment", "the whole pipeline: data → backdoor SFT → evaluate → report", parse_experiment, "run")]
+    kinds += [Kind(stage.kind, stage.kind_description, parse_experiment, stage.command, inherits=stage.inherits)
+              for stage in STAGES if stage.kind]
+    kinds += [Kind(method.name, method.kind_description, safety_method_parser(method.name), "safety",
+                   inherits=SAFETY_INHERITS) for method in SAFETY_METHODS]
+    kinds.append(Kind("adversarial", "adversarial training: red-team a parent job's backdoored model, then "
+                      "safety-train it with the successful prompts mixed in", parse_adversarial, "safety",
+                      inherits=SAFETY_INHERITS))
+    return kinds
+
+
+KINDS: dict[str, Kind] = {kind.name: kind for kind in _kinds()}
 
 
 def available_kinds() -> list[str]:

