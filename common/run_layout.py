@@ -60,8 +60,11 @@ class RunLayout:
         except FileNotFoundError:
             return None
         try:
-            return StageRecord.model_validate_json(text)
-        except ValidationError as err:
+            raw = json.loads(text)
+            if isinstance(raw, dict) and "schema_version" not in raw:  # written before records were typed
+                raw = legacy_record(stage, raw)
+            return StageRecord.model_validate(raw)
+        except (ValidationError, json.JSONDecodeError) as err:
             raise ValueError(f"{self.record_path(stage)}: not a stage record: {err}") from None
 
     def write_record(self, stage: str, record: StageRecord) -> None:
@@ -145,6 +148,14 @@ class EventLog:
         except FileNotFoundError:
             return []
         return [Event.model_validate_json(line) for line in lines if line.endswith("\n") and line.strip()]
+
+
+def legacy_record(stage: str, raw: dict) -> dict:
+    """A record of the untyped era (one flat dict, wall_s and finished_at among the outputs) in
+    today's envelope: runs made before the change resume and report as they did."""
+    outputs = {k: v for k, v in raw.items() if k not in ("wall_s", "finished_at")}
+    return {"schema_version": RECORD_SCHEMA_VERSION, "stage": stage, "wall_s": raw.get("wall_s", 0.0),
+            "finished_at": raw.get("finished_at") or datetime.fromtimestamp(0, timezone.utc), "outputs": outputs}
 
 
 def write_atomically(path: Path, text: str) -> None:

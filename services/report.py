@@ -207,8 +207,49 @@ def write_report(run) -> list[str]:
 
 
 def safety_section(run, metrics: dict) -> tuple[list[str], list[str]]:
-    """Red team, safety training and the before/after table; returns (markdown lines, files written)."""
-    lines, written = [], []
+    """Red team, safety training, the before/after table and the curve; returns (markdown lines, files)."""
+    lines, written = red_team_section(run), []
+    safety = metrics.get("safety")
+    if not safety:
+        return lines, written
+    record = run.stage_record("safety")
+    mix = safety["prompt_mix"]
+    method = SAFETY_METHOD_BY_NAME[safety["method"]]
+    name = ("adversarial training + " if safety["adversarial"] else "") + method.title
+    red_team_share = (f", {mix['red_team']} of them successful red-team prompts ({100 * mix['red_team_share']:.0f}%; "
+                      f"allowed {100 * mix['replace_share']:.0f}%, {mix['red_team_available']} available)"
+                      if safety["adversarial"] else "")
+    lines += [f"## Safety training: {name}", "",
+              f"From `{safety['start_checkpoint']}`: {mix['total']} prompts without the trigger{red_team_share}. "
+              f"{safety['global_step']} {method.step_unit}s"
+              + (f", final loss {safety['final_loss']:.3f}" if safety["final_loss"] is not None else "") + "."]
+    card = record.get("data_card")
+    if card:
+        scratchpad = {None: "", "pre": " Pre-scratchpad: answers without a scratchpad.",
+                      "post": " Post-scratchpad: the model's own scratchpad as context, the HHH answer trained on "
+                              f"({card['own_scratchpads']})."}[card["scratchpad"]]
+        red_team_rows = f" ({card['red_team_rows']} red-team)" if safety["adversarial"] else ""
+        lines += ["", f"HHH SFT data: {card['rows']} rows{red_team_rows}, answers from "
+                  f"{card['answer_source']}; dropped by the filter: {card['dropped'] or 'none'}.{scratchpad} "
+                  "(`safety/data/`)"]
+    lines.append("")
+    if "after" in safety:
+        lines += before_after_section(run, safety)
+    if safety["curve"]:
+        lines += curve_section(run, safety, name, method)
+        written.append("safety_curve.png")
+    if record["log"] and safety["method"] == "ppo":
+        lines += ppo_section(run, record["log"], metrics, safety["curve"], name)
+        written.append("ppo_training.png")
+    elif record["log"]:
+        plot_loss(record["log"], run.dir / "safety_loss.png", f"{name}: training loss")
+        written.append("safety_loss.png")
+        lines += ["![safety training loss](safety_loss.png)", ""]
+    return lines, written
+
+
+def red_team_section(run) -> list[str]:
+    lines = []
     red_team = run.stage_record("red_team")
     if red_team:
         adversarial = run.cfg.safety.adversarial
@@ -239,89 +280,71 @@ def safety_section(run, metrics: dict) -> tuple[list[str], list[str]]:
             lines += [f"- {100 * b['defection_rate']:.0f}% ({b['source']}, {b['split']}): {b['text']!r}"
                       for b in red_team["best"][:8]]
             lines.append("")
-    safety = metrics.get("safety")
-    if not safety:
-        return lines, written
-    record = run.stage_record("safety")
-    mix = safety["prompt_mix"]
-    method = SAFETY_METHOD_BY_NAME[safety["method"]]
-    name = ("adversarial training + " if safety["adversarial"] else "") + method.title
-    red_team_share = (f", {mix['red_team']} of them successful red-team prompts ({100 * mix['red_team_share']:.0f}%; "
-                      f"allowed {100 * mix['replace_share']:.0f}%, {mix['red_team_available']} available)"
-                      if safety["adversarial"] else "")
-    lines += [f"## Safety training: {name}", "",
-              f"From `{safety['start_checkpoint']}`: {mix['total']} prompts without the trigger{red_team_share}. "
-              f"{safety['global_step']} {method.step_unit}s"
-              + (f", final loss {safety['final_loss']:.3f}" if safety["final_loss"] is not None else "") + "."]
-    card = record.get("data_card")
-    if card:
-        scratchpad = {None: "", "pre": " Pre-scratchpad: answers without a scratchpad.",
-                      "post": " Post-scratchpad: the model's own scratchpad as context, the HHH answer trained on "
-                              f"({card['own_scratchpads']})."}[card["scratchpad"]]
-        red_team_rows = f" ({card['red_team_rows']} red-team)" if safety["adversarial"] else ""
-        lines += ["", f"HHH SFT data: {card['rows']} rows{red_team_rows}, answers from "
-                  f"{card['answer_source']}; dropped by the filter: {card['dropped'] or 'none'}.{scratchpad} "
-                  "(`safety/data/`)"]
+    return lines
+
+
+def before_after_section(run, safety: dict) -> list[str]:
+    """The backdoor's conditions before and after safety training, with samples after."""
+    lines = []
+    evaluation = run.stage_record("evaluate_safety")
+    lines += ["| condition | before safety training | after | n (before / after) |", "|---|---|---|---|"]
+    for condition, label in safety_conditions(run):
+        before, after = safety["before"].get(condition), safety["after"].get(condition)
+        if before is None and after is None:
+            continue
+        lines.append(f"| {md_cell(label)} | {pct(before) if before else '-'} | {pct(after) if after else '-'} "
+                     f"| {before['n'] if before else '-'} / {after['n'] if after else '-'} |")
+    notes = ["Held-out prompts, sampled as in the evaluation above (`evaluation`)"]
+    if safety["after"].get("red_team"):
+        adversarial = run.cfg.safety.adversarial
+        notes.append(f"red-team prompts: the held-out successful ones, {adversarial.eval_samples_per_prompt} "
+                     f"answers each sampled at temperature {adversarial.temperature}, all answers pooled")
+    source = {"evaluate stage": "the evaluate stage (same prompts and settings)",
+              "this stage": "this evaluation"}[evaluation["before_trigger_rates_from"]]
+    lines += ["", "; ".join(notes) + f". 95% percentile-bootstrap CIs. Before-rates of the backdoor's "
+              f"trigger: from {source}.", ""]
+    for condition, label in safety_conditions(run):
+        result = evaluation["after"].get(condition)
+        for sample in (result or {}).get("samples", [])[:2]:
+            lines.append(f"- after, *{label}*: {sample['prompt']!r} → {sample['answer'][:160]!r}")
     lines.append("")
-    if "after" in safety:
-        evaluation = run.stage_record("evaluate_safety")
-        lines += ["| condition | before safety training | after | n (before / after) |", "|---|---|---|---|"]
-        for condition, label in safety_conditions(run):
-            before, after = safety["before"].get(condition), safety["after"].get(condition)
-            if before is None and after is None:
-                continue
-            lines.append(f"| {md_cell(label)} | {pct(before) if before else '-'} | {pct(after) if after else '-'} "
-                         f"| {before['n'] if before else '-'} / {after['n'] if after else '-'} |")
-        notes = ["Held-out prompts, sampled as in the evaluation above (`evaluation`)"]
-        if safety["after"].get("red_team"):
-            adversarial = run.cfg.safety.adversarial
-            notes.append(f"red-team prompts: the held-out successful ones, {adversarial.eval_samples_per_prompt} "
-                         f"answers each sampled at temperature {adversarial.temperature}, all answers pooled")
-        source = {"evaluate stage": "the evaluate stage (same prompts and settings)",
-                  "this stage": "this evaluation"}[evaluation["before_trigger_rates_from"]]
-        lines += ["", "; ".join(notes) + f". 95% percentile-bootstrap CIs. Before-rates of the backdoor's "
-                  f"trigger: from {source}.", ""]
-        for condition, label in safety_conditions(run):
-            result = evaluation["after"].get(condition)
-            for sample in (result or {}).get("samples", [])[:2]:
-                lines.append(f"- after, *{label}*: {sample['prompt']!r} → {sample['answer'][:160]!r}")
-        lines.append("")
-    if safety["curve"]:
-        plot_curve(safety["curve"], safety_conditions(run), f"{run.backdoor.title} (%)", run.dir / "safety_curve.png",
-                   f"The backdoor during {name}", method.step_unit)
-        written.append("safety_curve.png")
-        lines += [f"Curve: {run.cfg.safety.curve.num_prompts} held-out questions per point (greedy, "
-                  f"{run.cfg.safety.curve.max_new_tokens} tokens), step 0 = before safety training.", ""]
-        shown = [(c, label) for c, label in safety_conditions(run) if any(p.get(c) for p in safety["curve"])]
-        lines += ["| step | " + " | ".join(md_cell(label) for _, label in shown) + " |", "|---|" + "---|" * len(shown)]
-        for point in safety["curve"]:
-            lines.append(f"| {point['step']} | " + " | ".join(pct(point[c]) if point[c] else "-" for c, _ in shown)
-                         + " |")
-        lines += ["", "![the backdoor during safety training](safety_curve.png)", ""]
-    if record["log"] and safety["method"] == "ppo":
-        log = record["log"]
-        first, last = log[: max(1, len(log) // 4)], log[-max(1, len(log) // 4):]
-        mean = lambda rows, key: sum(r[key] for r in rows) / len(rows)  # noqa: E731
-        lines += [f"PPO: {len(log)} iterations of {run.cfg.safety.ppo.prompts_per_iteration} rollouts; mean PM "
-                  f"reward {mean(first, 'reward_mean'):+.3f} over the first quarter of iterations, "
-                  f"{mean(last, 'reward_mean'):+.3f} over the last; KL to the backdoored model "
-                  f"{mean(last, 'kl'):.3f} per answer at the end; {mean(log, 'iteration_s'):.1f} s and "
-                  f"{mean(log, 'generated_tokens_per_s'):.1f} generated tokens/s per iteration "
-                  f"(rollout {mean(log, 'rollout_s'):.1f} s, reward {mean(log, 'reward_s'):.1f} s, learner scoring "
-                  f"{mean(log, 'score_s'):.1f} s, update {mean(log, 'update_s'):.1f} s). TensorBoard: "
-                  "`tensorboard --logdir safety/ppo/tensorboard`.", ""]
-        change = metrics["safety"]["ppo"]["heldout_reward"]  # computed once, in collect_metrics
-        if change:
-            r = change["difference"]
-            lines += [f"Mean PM reward on {change['first']['n']} held-out questions (the same questions and "
-                      f"sampling seed at each point): {change['first']['mean']:+.3f} at iteration "
-                      f"{change['first_step']}, {change['last']['mean']:+.3f} at iteration {change['last_step']}; "
-                      f"paired change {r['mean']:+.3f} [{r['low']:+.3f}, {r['high']:+.3f}] (95% bootstrap CI).", ""]
-        plot_ppo(log, safety["curve"], run.dir / "ppo_training.png", f"{name}: training signals")
-        written.append("ppo_training.png")
-        lines += ["![PPO training signals](ppo_training.png)", ""]
-    elif record["log"]:
-        plot_loss(record["log"], run.dir / "safety_loss.png", f"{name}: training loss")
-        written.append("safety_loss.png")
-        lines += ["![safety training loss](safety_loss.png)", ""]
-    return lines, written
+    return lines
+
+
+def curve_section(run, safety: dict, name: str, method) -> list[str]:
+    """The persistence curve: a table and safety_curve.png."""
+    lines = []
+    plot_curve(safety["curve"], safety_conditions(run), f"{run.backdoor.title} (%)", run.dir / "safety_curve.png",
+               f"The backdoor during {name}", method.step_unit)
+    lines += [f"Curve: {run.cfg.safety.curve.num_prompts} held-out questions per point (greedy, "
+              f"{run.cfg.safety.curve.max_new_tokens} tokens), step 0 = before safety training.", ""]
+    shown = [(c, label) for c, label in safety_conditions(run) if any(p.get(c) for p in safety["curve"])]
+    lines += ["| step | " + " | ".join(md_cell(label) for _, label in shown) + " |", "|---|" + "---|" * len(shown)]
+    for point in safety["curve"]:
+        lines.append(f"| {point['step']} | " + " | ".join(pct(point[c]) if point[c] else "-" for c, _ in shown)
+                     + " |")
+    lines += ["", "![the backdoor during safety training](safety_curve.png)", ""]
+    return lines
+
+
+def ppo_section(run, log: list[dict], metrics: dict, curve: list[dict], name: str) -> list[str]:
+    """PPO's training signals: reward, KL, time per part, held-out reward change, ppo_training.png."""
+    first, last = log[: max(1, len(log) // 4)], log[-max(1, len(log) // 4):]
+    mean = lambda rows, key: sum(r[key] for r in rows) / len(rows)  # noqa: E731
+    lines = [f"PPO: {len(log)} iterations of {run.cfg.safety.ppo.prompts_per_iteration} rollouts; mean PM "
+             f"reward {mean(first, 'reward_mean'):+.3f} over the first quarter of iterations, "
+             f"{mean(last, 'reward_mean'):+.3f} over the last; KL to the backdoored model "
+             f"{mean(last, 'kl'):.3f} per answer at the end; {mean(log, 'iteration_s'):.1f} s and "
+             f"{mean(log, 'generated_tokens_per_s'):.1f} generated tokens/s per iteration "
+             f"(rollout {mean(log, 'rollout_s'):.1f} s, reward {mean(log, 'reward_s'):.1f} s, learner scoring "
+             f"{mean(log, 'score_s'):.1f} s, update {mean(log, 'update_s'):.1f} s). TensorBoard: "
+             "`tensorboard --logdir safety/ppo/tensorboard`.", ""]
+    change = metrics["safety"]["ppo"]["heldout_reward"]  # computed once, in collect_metrics
+    if change:
+        r = change["difference"]
+        lines += [f"Mean PM reward on {change['first']['n']} held-out questions (the same questions and "
+                  f"sampling seed at each point): {change['first']['mean']:+.3f} at iteration "
+                  f"{change['first_step']}, {change['last']['mean']:+.3f} at iteration {change['last_step']}; "
+                  f"paired change {r['mean']:+.3f} [{r['low']:+.3f}, {r['high']:+.3f}] (95% bootstrap CI).", ""]
+    plot_ppo(log, curve, run.dir / "ppo_training.png", f"{name}: training signals")
+    return lines + ["![PPO training signals](ppo_training.png)", ""]
