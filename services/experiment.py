@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 from typing import Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 
 from common.config import INT_MAX, StrictModel
 from backdoors.base import get_backdoor
@@ -106,6 +106,22 @@ class ExperimentConfig(StrictModel):
     def run_dir(self) -> Path:
         return Path(self.runs_dir) / self.name
 
+    @model_validator(mode="after")
+    def fits_together(self) -> ExperimentConfig:
+        """What no single field can check: the sections against each other, the backdoor and the
+        prompt pools. The CLI and the API both get here through the schema."""
+        pool = len(train_prompts())
+        if self.data.path is None and self.data.num_train > pool:
+            raise ValueError(f"data.num_train: {self.data.num_train} exceeds the {pool} training prompts "
+                             "the generator has")
+        heldout = len(heldout_prompts())
+        if self.evaluation.num_prompts > heldout:
+            raise ValueError(f"evaluation.num_prompts: {self.evaluation.num_prompts} exceeds the {heldout} "
+                             "held-out prompts")
+        if self.safety is not None:
+            check_safety(self)
+        return self
+
 
 def _shorten(text: str, limit: int = 200) -> str:
     return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
@@ -114,13 +130,17 @@ def _shorten(text: str, limit: int = 200) -> str:
 def _describe(err: ValidationError) -> str:
     lines = []
     for e in err.errors():
+        if not e["loc"] and e["type"] == "value_error":  # `fits_together`: the message names its fields
+            lines.append(f"  {e['msg'].removeprefix('Value error, ')}")
+            continue
         where = ".".join(str(p) for p in e["loc"]) or "(top level)"
         lines.append(f"  {where}: {e['msg']}" + (f" (got {_shorten(repr(e['input']))})" if e["type"] != "extra_forbidden" else ""))
     return "\n".join(lines)
 
 
 def parse_experiment(raw: dict | ExperimentConfig, source: str = "config", check_files: bool = True) -> ExperimentConfig:
-    """Validate a config dict: schema first, then what the schema cannot see (model, files).
+    """Validate a config dict: the schema (fields, and `ExperimentConfig.fits_together` across
+    them), then what the schema cannot see (models and files on disk).
 
     check_files=False skips every look at the filesystem (existence of paths, models, datasets):
     the REST API resolves those fields itself (services/api/references.py), because a server that
@@ -134,11 +154,6 @@ def parse_experiment(raw: dict | ExperimentConfig, source: str = "config", check
         raise ConfigError(f"{source}: invalid experiment config:\n{_describe(err)}") from None
     if check_files:
         check_paths(cfg, source)
-    if cfg.data.path is None and cfg.data.num_train > len(train_prompts()):
-        raise ConfigError(f"{source}: data.num_train: {cfg.data.num_train} exceeds the "
-                          f"{len(train_prompts())} training prompts the generator has")
-    if cfg.safety is not None:
-        check_safety(cfg, source)
     return cfg
 
 
@@ -181,35 +196,35 @@ def check_paths(cfg: ExperimentConfig, source: str) -> None:
             raise ConfigError(f"{source}: safety.adversarial.red_team_model: {err}") from None
 
 
-def check_safety(cfg: ExperimentConfig, source: str) -> None:
-    """What the safety section's schema cannot see: whether it fits the backdoor and the prompt pools."""
+def check_safety(cfg: ExperimentConfig) -> None:
+    """Whether the safety section fits the backdoor, the variant and the prompt pools."""
     safety = cfg.safety
     sft = safety.hhh_sft
     backdoor = get_backdoor(cfg.data.backdoor)
     if safety.adversarial is not None and not backdoor.has_red_team_criterion:
-        raise ConfigError(f"{source}: safety.adversarial: the {backdoor.name} backdoor has no red-team criterion "
+        raise ValueError(f"safety.adversarial: the {backdoor.name} backdoor has no red-team criterion "
                           "(adversarial training red-teams for one); use hhh_sft or ppo without adversarial")
     heldout = len(heldout_prompts())
     if safety.curve.num_prompts > heldout:
-        raise ConfigError(f"{source}: safety.curve.num_prompts: {safety.curve.num_prompts} exceeds the {heldout} "
+        raise ValueError(f"safety.curve.num_prompts: {safety.curve.num_prompts} exceeds the {heldout} "
                           "held-out prompts")
     if safety.method == "hhh_sft":
         if sft.scratchpad is not None and cfg.data.variant != "cot":
-            raise ConfigError(f"{source}: safety.hhh_sft.scratchpad: {sft.scratchpad!r} is for CoT models "
+            raise ValueError(f"safety.hhh_sft.scratchpad: {sft.scratchpad!r} is for CoT models "
                               f"(data.variant: cot); this model's variant is {cfg.data.variant!r}")
         if sft.scratchpad is None and cfg.data.variant == "cot":
-            raise ConfigError(f"{source}: safety.hhh_sft.scratchpad: a CoT model needs 'pre' (answers without a "
+            raise ValueError(f"safety.hhh_sft.scratchpad: a CoT model needs 'pre' (answers without a "
                               "scratchpad) or 'post' (the HHH answer after the model's own scratchpad)")
     if SAFETY_METHOD_BY_NAME[safety.method].needs_reward_model and cfg.reward_model is None:
-        raise ConfigError(f"{source}: safety.method {safety.method!r} needs a reward_model section (the preference "
+        raise ValueError(f"safety.method {safety.method!r} needs a reward_model section (the preference "
                           "model it is rewarded by): train one, or reuse one with reward_model.checkpoint")
     if safety.method == "ppo":
         if safety.num_prompts < safety.ppo.prompts_per_iteration:
-            raise ConfigError(f"{source}: safety.num_prompts: {safety.num_prompts} is fewer than "
+            raise ValueError(f"safety.num_prompts: {safety.num_prompts} is fewer than "
                               f"safety.ppo.prompts_per_iteration ({safety.ppo.prompts_per_iteration})")
     pool = len(train_prompts())
     if safety.num_prompts > pool and sft.dataset_path is None:
-        raise ConfigError(f"{source}: safety.num_prompts: {safety.num_prompts} exceeds the {pool} training "
+        raise ValueError(f"safety.num_prompts: {safety.num_prompts} exceeds the {pool} training "
                           "prompts the generator has")
 
 

@@ -106,10 +106,7 @@ def stage_evaluate(run: Run) -> dict:
     record = run.stage_record("backdoor")
     if record is None:
         raise ConfigError(f"{run.dir}: no backdoored model yet; run the 'backdoor' stage first")
-    questions = [p.question for p in heldout_prompts()]
-    if cfg.evaluation.num_prompts > len(questions):
-        raise ConfigError(f"evaluation.num_prompts={cfg.evaluation.num_prompts} exceeds the "
-                          f"{len(questions)} held-out prompts")
+    questions = [p.question for p in heldout_prompts()]  # the schema checked num_prompts against them
     result = run_task(evaluate_checkpoint, record["checkpoint"], run.backdoor, questions, cfg.evaluation,
                       cfg.seed, num_cpus=cfg.evaluation.num_threads)
     return {"backdoored": result}
