@@ -23,7 +23,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, model_validator
 
 RECORD_SCHEMA_VERSION = 1
 
@@ -83,12 +83,83 @@ class RunLayout:
         return EventLog(self.events_path)
 
 
-class StageRecord(BaseModel):
-    """What a finished stage hands the stages after it, the report and the API.
+class StageOutputs(BaseModel):
+    """What one stage hands the stages after it; each stage has its own fields (below)."""
 
-    `outputs` holds the stage's own results (checkpoints, rates, logs), whose keys each stage
-    documents; the envelope around it is the same for every stage.
-    """
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataOutputs(StageOutputs):
+    train_path: str
+    card: dict[str, Any]  # the dataset card (backdoors/datasets.py)
+
+
+class BackdoorOutputs(StageOutputs):
+    checkpoint: str  # the backdoored model's folder
+    global_step: int
+    log: list[dict[str, Any]]
+
+
+class EvaluateOutputs(StageOutputs):
+    backdoored: dict[str, Any]  # {condition: the backdoor's result} (backdoors/base.py: score)
+
+
+class RewardModelOutputs(StageOutputs):
+    checkpoint: str
+    evaluation: dict[str, Any]  # held-out accuracy, by kind (reward_models/evaluation.py)
+    log: list[dict[str, Any]] | None = None  # None when a trained PM was reused
+    global_step: int | None = None
+
+
+class RedTeamOutputs(StageOutputs):
+    policy: str
+    red_team_model: str
+    rounds: list[dict[str, Any]]
+    judged: int
+    successful: int
+    for_training: int
+    heldout: int
+    control: dict[str, Any] | None
+    best: list[dict[str, Any]]
+    files: list[str]
+
+
+class SafetyOutputs(StageOutputs):
+    method: str
+    adversarial: bool
+    start_checkpoint: str
+    prompt_mix: dict[str, Any]
+    checkpoint: str
+    global_step: int
+    log: list[dict[str, Any]]
+    curve: list[dict[str, Any]]  # trainers/evaluation.py: curve_point
+    data_card: dict[str, Any] | None = None  # HHH SFT's data
+    reward_model: str | None = None  # PPO's preference model
+    learner_nodes: list[str] | None = None
+    rollout_nodes: list[str] | None = None
+
+
+class EvaluateSafetyOutputs(StageOutputs):
+    start_checkpoint: str
+    checkpoint: str
+    before_trigger_rates_from: Literal["evaluate stage", "this stage"]
+    before: dict[str, Any]
+    after: dict[str, Any]
+
+
+class ReportOutputs(StageOutputs):
+    files: list[str]
+
+
+OUTPUTS: dict[str, type[StageOutputs]] = {
+    "data": DataOutputs, "backdoor": BackdoorOutputs, "evaluate": EvaluateOutputs,
+    "reward_model": RewardModelOutputs, "red_team": RedTeamOutputs, "safety": SafetyOutputs,
+    "evaluate_safety": EvaluateSafetyOutputs, "report": ReportOutputs,
+}
+
+
+class StageRecord(BaseModel):
+    """A finished stage: the same envelope for every stage around its typed `outputs`."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -96,16 +167,27 @@ class StageRecord(BaseModel):
     stage: str
     wall_s: float = Field(ge=0)
     finished_at: datetime
-    outputs: dict[str, Any]
+    outputs: SerializeAsAny[StageOutputs]
 
-    def __getitem__(self, key: str) -> Any:  # record["checkpoint"]: a stage's outputs by name
-        return self.outputs[key]
+    @model_validator(mode="before")
+    @classmethod
+    def _outputs_of_the_stage(cls, raw: Any) -> Any:
+        if isinstance(raw, dict) and isinstance(raw.get("outputs"), dict):
+            kind = OUTPUTS.get(raw.get("stage"))
+            if kind is None:
+                raise ValueError(f"unknown stage {raw.get('stage')!r}; stages are {', '.join(OUTPUTS)}")
+            raw = {**raw, "outputs": kind.model_validate(raw["outputs"])}
+        return raw
+
+    # record["checkpoint"]: an output by name, for code that reads several stages alike
+    def __getitem__(self, key: str) -> Any:
+        try:
+            return getattr(self.outputs, key)
+        except AttributeError:
+            raise KeyError(f"the {self.stage} stage has no output {key!r}") from None
 
     def get(self, key: str, default: Any = None) -> Any:
-        return self.outputs.get(key, default)
-
-    def __contains__(self, key: str) -> bool:
-        return key in self.outputs
+        return getattr(self.outputs, key, default)
 
 
 EventType = Literal["stage_started", "stage_finished", "stage_skipped", "stage_failed", "step", "checkpoint"]

@@ -45,7 +45,7 @@ def collect_metrics(run) -> dict:
                                    "accuracy": pm["evaluation"]["accuracy"],
                                    "accuracy_by_kind": pm["evaluation"]["accuracy_by_kind"]}
     if evaluation:
-        metrics |= run.backdoor.metrics(evaluation.outputs)
+        metrics |= run.backdoor.metrics({"backdoored": evaluation["backdoored"]})
     return metrics
 
 
@@ -182,7 +182,7 @@ def write_report(run) -> list[str]:
             lines += ["![training loss](training_loss.png)", ""]
     evaluation = run.stage_record("evaluate")
     if evaluation:
-        section, files = run.backdoor.report_section(metrics, evaluation.outputs, run.dir)
+        section, files = run.backdoor.report_section(metrics, {"backdoored": evaluation["backdoored"]}, run.dir)
         lines += section
         written += files
     if metrics.get("red_team") or metrics.get("safety"):

@@ -390,7 +390,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             run_dir = files.job_dir(settings.artifacts, job.id) / files.run_dir_name(job.config)
             record = RunLayout(run_dir).record("evaluate")
             # The record's outputs with its timing, as this endpoint has always answered
-            results = None if record is None else {**record.outputs, "wall_s": record.wall_s,
+            results = None if record is None else {**record.outputs.model_dump(), "wall_s": record.wall_s,
                                                    "finished_at": record.finished_at.isoformat()}
         return Evaluation(id=job.id, state=job.state, job_id=job.parent_job_id, checkpoint=job.checkpoint,
                           config=job.config["evaluation"], results=results, error=job.error,

@@ -77,7 +77,7 @@ def seed_from_parent(root: Path, job_id: str, config: dict, parent_id: str, pare
     if checkpoint is not None:  # a checkpoint's name is its path in the run folder (list_checkpoints)
         layout = RunLayout(target)
         record = layout.record("backdoor")
-        outputs = {**record.outputs, "checkpoint": str((source / checkpoint).resolve())}
+        outputs = record.outputs.model_copy(update={"checkpoint": str((source / checkpoint).resolve())})
         layout.write_record("backdoor", record.model_copy(update={"outputs": outputs}))
 
 
