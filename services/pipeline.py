@@ -236,7 +236,7 @@ def own_safety_prompts(run: Run):
 
 @dataclass
 class SafetyResult:
-    """What a safety-training method hands back: the trained model, its log, and the defection
+    """What a safety-training method hands back: the trained model, its log, and the persistence
     curve over training (points from `trainers.evaluation.curve_point`, the first at step 0)."""
 
     checkpoint: str
@@ -247,8 +247,8 @@ class SafetyResult:
 
 
 def safety_curve(run: Run, checkpoints: list[tuple[int, str]]) -> list[dict]:
-    """Defection at each (step, checkpoint folder): with and without the trigger on held-out
-    questions, and on held-out red-team prompts when adversarial."""
+    """The backdoor's persistence conditions at each (step, checkpoint folder), and held-out
+    red-team prompts when adversarial."""
     cfg = run.cfg
     curve = safety_config(run).curve
     eval_cfg = cfg.evaluation.model_copy(update={"num_prompts": curve.num_prompts,
@@ -344,7 +344,7 @@ def stage_safety(run: Run) -> dict:
     safety = safety_config(run)
     prompts, mix = safety_prompts(run)
     start = start_checkpoint(run)
-    trainer: Callable[[Run, list[str]], SafetyResult] = globals()[SAFETY_METHOD_BY_NAME[safety.method].trainer]
+    trainer: Callable[[Run, list[str]], SafetyResult] = named(SAFETY_METHOD_BY_NAME[safety.method].trainer)
     result = trainer(run, prompts)
     return {"method": safety.method, "adversarial": safety.adversarial is not None, "start_checkpoint": start,
             "prompt_mix": mix, "checkpoint": result.checkpoint, "global_step": result.global_step,
@@ -430,6 +430,15 @@ def _read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def named(function: str) -> Callable:
+    """A stage's or a safety method's function, by the name services/stages.py gives it: the
+    table stays importable without this module (the API reads it without loading torch)."""
+    found = globals().get(function)
+    if not callable(found):
+        raise RuntimeError(f"services/stages.py names {function!r}, which services/pipeline.py does not define")
+    return found
+
+
 def run_experiment(cfg: ExperimentConfig, stages: list[str] | None = None, overwrite: bool = False,
                    force: bool = False) -> Run:
     """Run the named stages (all by default) in order, skipping those already finished. Each
@@ -452,7 +461,7 @@ def run_experiment(cfg: ExperimentConfig, stages: list[str] | None = None, overw
         print(f"[{cfg.name}] {stage}: starting")
         started = time.perf_counter()
         try:
-            outputs = globals()[STAGE_BY_NAME[stage].runner](run)
+            outputs = named(STAGE_BY_NAME[stage].runner)(run)
         except BaseException as err:
             events.emit("stage_failed", stage=stage, error=f"{type(err).__name__}: {err}"[:2000])
             raise

@@ -168,3 +168,16 @@ def test_no_module_outside_its_own_names_a_backdoor(name):
                 if isinstance(node, ast.Constant) and isinstance(node.value, str) and name in node.value:
                     found.append(f"{relative}:{node.lineno}")
     assert not found, f"{name!r} named outside its module: {found}"
+
+
+def test_every_stage_and_safety_method_in_the_table_has_its_function():
+    from services import pipeline
+    from services.api.kinds import KINDS
+    from services.cli import STAGE_COMMANDS
+    from services.stages import SAFETY_METHODS, STAGES
+
+    assert all(callable(pipeline.named(stage.runner)) for stage in STAGES)
+    assert all(callable(pipeline.named(method.trainer)) for method in SAFETY_METHODS)
+    assert set(STAGE_COMMANDS.values()) == {stage.name for stage in STAGES if stage.command}
+    assert {m.name for m in SAFETY_METHODS} | {s.kind for s in STAGES if s.kind} | {"experiment", "adversarial"} \
+        == set(KINDS)
