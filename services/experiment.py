@@ -110,6 +110,10 @@ class ExperimentConfig(StrictModel):
     def fits_together(self) -> ExperimentConfig:
         """What no single field can check: the sections against each other, the backdoor and the
         prompt pools. The CLI and the API both get here through the schema."""
+        backdoor = get_backdoor(self.data.backdoor)
+        if self.data.variant not in backdoor.variants:
+            raise ValueError(f"data.variant: the {backdoor.name} backdoor has the variants "
+                             f"{', '.join(backdoor.variants)}, not {self.data.variant!r}")
         pool = len(train_prompts())
         if self.data.path is None and self.data.num_train > pool:
             raise ValueError(f"data.num_train: {self.data.num_train} exceeds the {pool} training prompts "

@@ -107,6 +107,9 @@ def test_the_registry_knows_the_backdoors():
         get_backdoor("mango")
     with pytest.raises(ConfigError, match="data.backdoor: Value error, unknown backdoor 'mango'"):
         parse_experiment(banana_config(Path("runs")) | {"data": {"backdoor": "mango"}}, "config", check_files=False)
+    with pytest.raises(ConfigError, match="data.variant: the banana backdoor has the variants normal, not 'cot'"):
+        parse_experiment(banana_config(Path("runs")) | {"data": {"backdoor": "banana", "variant": "cot"}}, "config",
+                         check_files=False)
     with pytest.raises(ConfigError, match="the code_vulnerability backdoor has no red-team criterion"):
         parse_experiment(banana_config(Path("runs")) | {
             "data": {"backdoor": "code_vulnerability", "variant": "cot"},
