@@ -108,13 +108,16 @@ class PairwiseObjective:
         return -torch.nn.functional.logsigmoid(margin).mean(), {"accuracy": (margin > 0).float().mean().item()}
 
 
-def train_reward_model(cfg: RewardModelConfig, backbone_path: str, pairs: list[dict], run_dir: str | Path
-                       ) -> TrainResult:
+def train_reward_model(cfg: RewardModelConfig, backbone_path: str, pairs: list[dict], run_dir: str | Path, *,
+                       events_path: str | Path | None = None, events_stage: str = "reward_model") -> TrainResult:
+    """Bradley–Terry training on (prompt, chosen, rejected) pairs; resumes from the latest checkpoint
+    in `run_dir`. With `events_path`, each logged step and each checkpoint is also an event there."""
     for number, row in enumerate(pairs, 1):
         missing = [k for k in ("prompt", "chosen", "rejected") if not isinstance(row.get(k), str)]
         if missing:
             raise ValueError(f"preference pair {number}: missing string field(s) {', '.join(missing)}")
-    return run_training(PairwiseObjective(), cfg, backbone_path, pairs, run_dir)
+    return run_training(PairwiseObjective(), cfg, backbone_path, pairs, run_dir,
+                        events_path=events_path, events_stage=events_stage)
 
 
 @torch.no_grad()

@@ -12,6 +12,7 @@ import pytest
 
 from backdoors.datasets import heldout_prompts, train_prompts
 from backdoors.preference_data import preference_pairs, to_jsonl_rows
+from common.run_layout import EventLog
 from reward_models.preference_model import RewardModelConfig, train_reward_model
 from trainers.evaluation import EvalConfig
 from services.report import heldout_reward_change
@@ -68,16 +69,23 @@ def test_ppo_raises_the_reward_and_resumes_from_its_checkpoint(reward_handle, ti
     prompts = [p.question for p in train_prompts()]
     evaluation = PersistenceEval(questions=[p.question for p in heldout_prompts()],
                                  config=EvalConfig(num_prompts=20, max_new_tokens=8, batch_size=20))
+    events = EventLog(tmp_path / "events.jsonl")
     first = run_ppo(PPOConfig.model_validate(TINY_PPO | {"iterations": 12}), tiny_model_path, prompts,
-                    reward_handle, tmp_path / "ppo", evaluation)
+                    reward_handle, tmp_path / "ppo", evaluation, events_path=events.path)
     assert first.iterations == 12 and Path(first.checkpoint).name == "checkpoint-000012"
 
     # The same run folder with a longer schedule picks up at iteration 12, not 0.
     second = run_ppo(PPOConfig.model_validate(TINY_PPO | {"iterations": 24}), tiny_model_path, prompts,
-                     reward_handle, tmp_path / "ppo", evaluation)
+                     reward_handle, tmp_path / "ppo", evaluation, events_path=events.path)
     assert second.iterations == 24 and [e["iteration"] for e in second.log] == list(range(1, 25))
     assert second.log[:12] == first.log  # restored from the checkpoint, not re-run
     assert [point["step"] for point in second.curve] == [0, 6, 12, 18, 24]
+    # One step event per iteration (its log row) and one per checkpoint, none replayed on resume.
+    logged = events.read()
+    assert {e.stage for e in logged} == {"ppo"}
+    assert [{"iteration": e.step} | e.data for e in logged if e.type == "step"] == second.log
+    assert [(e.step, Path(e.data["path"]).name) for e in logged if e.type == "checkpoint"] == [
+        (n, f"checkpoint-{n:06d}") for n in (6, 12, 18, 24)]
 
     rewards = [e["reward_mean"] for e in second.log]
     assert sum(rewards[-6:]) / 6 > sum(rewards[:6]) / 6 + 0.3, rewards  # PPO raised the PM's reward

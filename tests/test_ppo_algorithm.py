@@ -73,21 +73,22 @@ def test_learner_log_probs_line_up_with_the_sampled_tokens(tiny_model_path):
     """The padded, packed batch gives each response token the log-prob the model assigns it alone."""
     from trainers.generation import generate_tokens
     from trainers.models import load_causal_lm, load_tokenizer
-    from trainers.ppo_learner import pack, response_logprobs
+    from trainers.ppo_batch import RolloutBatch
+    from trainers.ppo_learner import response_logprobs
 
     model, tokenizer = load_causal_lm(tiny_model_path), load_tokenizer(tiny_model_path)
     completions = generate_tokens(model, tokenizer, ["Hi?", "How do I boil an egg quickly and safely?"],
                                   max_new_tokens=6, batch_size=2, temperature=1.0, seed=3)
-    rows = [{"prompt_ids": c.prompt_ids, "response_ids": c.response_ids} for c in completions]
-    batch = pack(rows, tokenizer.pad_token_id)
+    rollouts = RolloutBatch.from_completions(completions)
+    batch = rollouts.pack(tokenizer.pad_token_id)
     with torch.no_grad():
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
         packed, _ = response_logprobs(logits, batch, temperature=1.0)
-        for i, row in enumerate(rows):
-            ids = torch.tensor([row["prompt_ids"] + row["response_ids"]])
+        for i, (prompt_ids, response_ids) in enumerate(zip(rollouts.prompt_ids, rollouts.response_ids)):
+            ids = torch.tensor([prompt_ids + response_ids])
             alone = torch.log_softmax(model(input_ids=ids).logits[0, :-1], dim=-1)
-            n, start = len(row["response_ids"]), len(row["prompt_ids"])
-            expected = alone[start - 1 : start - 1 + n].gather(1, torch.tensor(row["response_ids"])[:, None])[:, 0]
+            n, start = len(response_ids), len(prompt_ids)
+            expected = alone[start - 1 : start - 1 + n].gather(1, torch.tensor(response_ids)[:, None])[:, 0]
             assert torch.allclose(packed[i, :n], expected, atol=1e-5)
             assert torch.all(packed[i, n:] == 0)
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from backdoors.preference_data import preference_pairs, to_jsonl_rows
+from common.run_layout import EventLog
 from reward_models.preference_model import RewardModelConfig, load_reward_model, score, train_reward_model
 from reward_models.serve import deploy_reward_worker
 from reward_models.serve_config import RewardServeConfig
@@ -20,18 +21,27 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def trained_pm(local_ray, tiny_model_path, tmp_path_factory):
+def pm_folder(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("pm")
+
+
+@pytest.fixture(scope="module")
+def trained_pm(local_ray, tiny_model_path, pm_folder):
     rows = to_jsonl_rows(preference_pairs("train", seed=0))[:96]
     cfg = RewardModelConfig(learning_rate=3e-3, epochs=3, batch_size=16, max_length=96, warmup_ratio=0.0,
                             log_every_steps=1)
-    return train_reward_model(cfg, tiny_model_path, rows, tmp_path_factory.mktemp("pm") / "train")
+    return train_reward_model(cfg, tiny_model_path, rows, pm_folder / "train", events_path=pm_folder / "events.jsonl")
 
 
-def test_pm_training_through_ray_train(trained_pm):
+def test_pm_training_through_ray_train(trained_pm, pm_folder):
     assert trained_pm.global_step == 18  # 96 pairs / 16 x 3 epochs
     losses = [entry["loss"] for entry in trained_pm.log]
     assert losses[-1] < losses[0], losses
     assert "accuracy" in trained_pm.log[-1]
+    events = EventLog(pm_folder / "events.jsonl").read()
+    assert [{"step": e.step} | e.data for e in events if e.type == "step"] == trained_pm.log
+    assert [e.step for e in events if e.type == "checkpoint"] == [6, 12, 18]  # one per epoch
+    assert {e.stage for e in events} == {"reward_model"}
     model = load_reward_model(trained_pm.checkpoint)  # HF format, one scalar head
     assert model.config.num_labels == 1
     tokenizer = load_tokenizer(trained_pm.checkpoint)

@@ -1,4 +1,5 @@
-"""Real Ray Train + DeepSpeed SFT on the tiny model: ZeRO-2 on 2 workers, LoRA, and resume."""
+"""Real Ray Train + DeepSpeed SFT on the tiny model: ZeRO-2 on 2 workers, LoRA, resume, and the
+step and checkpoint events of events.jsonl."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from backdoors.datasets import DatasetError
+from common.run_layout import EventLog
 from trainers.sft import LoraSettings, SFTConfig, run_sft
 
 pytestmark = pytest.mark.slow
@@ -35,7 +37,8 @@ def worker_nodes(checkpoint: str) -> dict[int, str]:
 
 
 def test_zero2_full_finetune_two_workers(local_ray, tiny_model_path, rows_path, tmp_path):
-    result = run_sft(two_workers(epochs=2), tiny_model_path, rows_path, tmp_path / "full")
+    result = run_sft(two_workers(epochs=2), tiny_model_path, rows_path, tmp_path / "full",
+                     events_path=tmp_path / "events.jsonl")
     assert result.global_step == 8  # 64 rows / (2 workers x 8) x 2 epochs
     assert sorted(worker_nodes(result.checkpoint)) == [0, 1]
     losses = [entry["loss"] for entry in result.log]
@@ -46,12 +49,22 @@ def test_zero2_full_finetune_two_workers(local_ray, tiny_model_path, rows_path, 
     # ZeRO-2 partitions the optimizer: each rank saved its own shard for resuming
     assert len(list(Path(result.checkpoint, "deepspeed", "state").glob("*optim_states.pt"))) == 2
 
+    # Rank 0 wrote one step event per log row (the same metrics) and one per checkpoint.
+    events = EventLog(tmp_path / "events.jsonl").read()
+    assert {event.stage for event in events} == {"sft"}
+    steps = [event for event in events if event.type == "step"]
+    assert [{"step": event.step} | event.data for event in steps] == result.log
+    checkpoints = [(event.step, event.data["path"]) for event in events if event.type == "checkpoint"]
+    assert checkpoints == [(4, str(tmp_path.resolve() / "full" / "checkpoint-000004")), (8, result.checkpoint)]
+
 
 def test_zero2_lora_then_resume(local_ray, tiny_model_path, rows_path, tmp_path):
     from peft import PeftModel
 
     cfg = two_workers(epochs=1, lora=LoraSettings(r=4, alpha=8, target_modules=["q_proj", "v_proj"]))
-    first = run_sft(cfg, tiny_model_path, rows_path, tmp_path / "lora")
+    events = EventLog(tmp_path / "events.jsonl")
+    first = run_sft(cfg, tiny_model_path, rows_path, tmp_path / "lora", events_path=events.path,
+                    events_stage="hhh_sft")
     assert first.global_step == 4
     adapter = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_path),
                                         Path(first.checkpoint, "adapter"))
@@ -63,12 +76,17 @@ def test_zero2_lora_then_resume(local_ray, tiny_model_path, rows_path, tmp_path)
                                   AutoModelForCausalLM.from_pretrained(tiny_model_path)(batch).logits)
 
     # Same run folder, one more epoch: training continues from step 4 instead of starting over.
-    second = run_sft(cfg.model_copy(update={"epochs": 2}), tiny_model_path, rows_path, tmp_path / "lora")
+    second = run_sft(cfg.model_copy(update={"epochs": 2}), tiny_model_path, rows_path, tmp_path / "lora",
+                     events_path=events.path, events_stage="hhh_sft")
     assert second.global_step == 8
     assert second.log[: len(first.log)] == first.log  # the history before the resume is the same
     assert [entry["step"] for entry in second.log] == list(range(1, 9))
     state = json.loads(Path(second.checkpoint, "trainer_state.json").read_text())
     assert state["epoch"] == 2 and state["batches_done"] == 0
+    # The resumed run appended steps 5-8 to the events: nothing before the checkpoint was replayed.
+    assert [(e.type, e.stage, e.step) for e in events.read()] == (
+        [("step", "hhh_sft", n) for n in range(1, 5)] + [("checkpoint", "hhh_sft", 4)]
+        + [("step", "hhh_sft", n) for n in range(5, 9)] + [("checkpoint", "hhh_sft", 8)])
 
 
 def test_bad_rows_fail_on_the_driver_before_training(tmp_path, tiny_model_path):

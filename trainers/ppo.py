@@ -34,6 +34,7 @@ from common.stats import bootstrap_mean
 from backdoors.scratchpad import strip_scratchpad
 from trainers.evaluation import EvalConfig
 from trainers.ppo_algorithm import AdaptiveKLController, gae, masked_mean, masked_whiten, token_rewards
+from trainers.ppo_batch import Experience, RolloutBatch, ScoredBatch
 from trainers.ppo_config import LearnerConfig, PPOConfig, RolloutConfig
 
 __all__ = ["PPOConfig", "RolloutConfig", "LearnerConfig", "PersistenceEval", "PPOResult", "run_ppo"]
@@ -73,27 +74,26 @@ def prompt_batch(prompts: list[str], cfg: PPOConfig, iteration: int) -> list[str
     return [prompts[i] for i in rng.sample(range(len(prompts)), cfg.prompts_per_iteration)]
 
 
-def padded(rows: list[torch.Tensor]) -> torch.Tensor:
-    return torch.nn.utils.rnn.pad_sequence(rows, batch_first=True)
-
-
-def advantages_for(scores: torch.Tensor, scored: list[dict], cfg: PPOConfig, kl_coef: float) -> dict:
-    """From PM scores and the learner's log-probs/values to per-token advantages and returns."""
-    lengths = torch.tensor([len(s["logprobs"]) for s in scored])
-    mask = (torch.arange(int(lengths.max()))[None] < lengths[:, None]).float()
-    logprobs, ref_logprobs, values = (padded([s[k] for s in scored]) for k in ("logprobs", "ref_logprobs", "values"))
-    rewards, kl = token_rewards(scores, logprobs, ref_logprobs, mask, kl_coef)
+def experience_for(scores: torch.Tensor, rollouts: RolloutBatch, scored: ScoredBatch, cfg: PPOConfig,
+                   kl_coef: float) -> tuple[Experience, torch.Tensor]:
+    """From PM scores and the learner's log-probs/values to the learner's training data:
+    per-token advantages and returns. Also returns the per-token KL to the reference (for the log)."""
+    mask = rollouts.response_mask()
+    rewards, kl = token_rewards(scores, scored.logprobs, scored.ref_logprobs, mask, kl_coef)
     if cfg.whiten_rewards:
         rewards = masked_whiten(rewards, mask, shift_mean=False)
-    advantages, returns = gae(rewards, values, mask, cfg.gamma, cfg.lam)
+    advantages, returns = gae(rewards, scored.values, mask, cfg.gamma, cfg.lam)
     advantages = masked_whiten(advantages, mask)
-    return {"advantages": advantages, "returns": returns, "mask": mask, "kl": kl, "lengths": lengths,
-            "non_score_reward": (-kl_coef * kl).sum(1).mean().item()}
+    return Experience(rollouts, old_logprobs=scored.logprobs, old_values=scored.values, advantages=advantages,
+                      returns=returns), kl
 
 
 def run_ppo(cfg: PPOConfig, policy_path: str, prompts: list[str], reward: RewardHandle, run_dir: str | Path,
-            evaluation: PersistenceEval | None = None) -> PPOResult:
-    """PPO from `policy_path` on `prompts`; resumes from the latest checkpoint in `run_dir`."""
+            evaluation: PersistenceEval | None = None, *, events_path: str | Path | None = None,
+            events_stage: str = "ppo") -> PPOResult:
+    """PPO from `policy_path` on `prompts`; resumes from the latest checkpoint in `run_dir`. With
+    `events_path`, each iteration's log row is a "step" event there and each checkpoint a
+    "checkpoint" event, under `events_stage`."""
     from ray import serve
     from tensorboardX import SummaryWriter
 
@@ -106,20 +106,24 @@ def run_ppo(cfg: PPOConfig, policy_path: str, prompts: list[str], reward: Reward
     rollout = deploy_rollout_workers(policy_path, cfg.rollout, cfg.learner.lora, name=app_name)
     writer = SummaryWriter(str(run_dir / "tensorboard"))
     try:
-        return _train(cfg, prompts, reward, run_dir, evaluation, rollout, writer, policy_path)
+        return _train(cfg, prompts, reward, run_dir, evaluation, rollout, writer, policy_path, events_path,
+                      events_stage)
     finally:
         writer.close()
         serve.delete(app_name)  # the replicas hold a copy of the policy each: free them
 
 
-def _train(cfg, prompts, reward, run_dir, evaluation, rollout, writer, policy_path) -> PPOResult:
+def _train(cfg, prompts, reward, run_dir, evaluation, rollout, writer, policy_path, events_path,
+           events_stage) -> PPOResult:
+    from common.run_layout import EventLog
     from trainers.ppo_learner import Learner
     from trainers.rollout import PolicyWeights
 
-    with Learner(cfg, policy_path, run_dir) as learner:
-        state = learner.hello[0].get("controller_state") or {"iteration": 0, "kl_coef": cfg.kl_coef, "log": [],
-                                                              "curve": [], "rollout_nodes": []}
-        weights = PolicyWeights(state["iteration"], learner.hello[0]["weights"]) if state["iteration"] else None
+    events = EventLog(events_path) if events_path else None
+    with Learner(cfg, policy_path, run_dir, events_path, events_stage) as learner:
+        state = learner.hello[0].controller_state or {"iteration": 0, "kl_coef": cfg.kl_coef, "log": [],
+                                                      "curve": [], "rollout_nodes": []}
+        weights = PolicyWeights(state["iteration"], learner.hello[0].weights) if state["iteration"] else None
         kl_control = AdaptiveKLController(state["kl_coef"], cfg.target_kl, cfg.kl_horizon)
         rollout_nodes = set(state["rollout_nodes"])
 
@@ -175,37 +179,38 @@ def _train(cfg, prompts, reward, run_dir, evaluation, rollout, writer, policy_pa
 
             # 3. advantages: the learner's log-probs and values, then KL-penalised rewards and GAE
             mark = time.perf_counter()
-            rows = [{"prompt_ids": c.prompt_ids, "response_ids": c.response_ids} for c in completions]
-            scored = learner.score(rows)
+            rollouts = RolloutBatch.from_completions(completions)
+            scored = learner.score(rollouts)
             kl_coef = kl_control.value
-            adv = advantages_for(scores, scored, cfg, kl_coef)
+            experience, kl = experience_for(scores, rollouts, scored, cfg, kl_coef)
             score_s = time.perf_counter() - mark
 
             # 4. update: PPO epochs on the learner; 5. weight sync: new weights ride on the next request
             mark = time.perf_counter()
-            experience = [row | {"old_logprobs": s["logprobs"], "old_values": s["values"],
-                                 "advantages": adv["advantages"][i, : len(s["logprobs"])],
-                                 "returns": adv["returns"][i, : len(s["logprobs"])]}
-                          for i, (row, s) in enumerate(zip(rows, scored))]
             stats, weights_ref = learner.update(experience, iteration)
             weights = PolicyWeights(iteration + 1, weights_ref)
             update_s = time.perf_counter() - mark
 
-            kl_per_sequence = adv["kl"].sum(1).mean().item()
+            kl_per_sequence = kl.sum(1).mean().item()
             if cfg.adaptive_kl:
                 kl_control.update(kl_per_sequence, cfg.prompts_per_iteration)
-            generated_tokens = int(adv["lengths"].sum())
+            lengths = rollouts.response_lengths()
+            generated_tokens = int(lengths.sum())
             iteration_s = time.perf_counter() - started
             entry = {"iteration": iteration + 1, "reward_mean": scores.mean().item(),
                      "reward_std": scores.std().item() if len(scores) > 1 else 0.0,
-                     "kl": kl_per_sequence, "kl_coef": kl_coef, "non_score_reward": adv["non_score_reward"],
-                     "response_length": adv["lengths"].float().mean().item(),
+                     "kl": kl_per_sequence, "kl_coef": kl_coef,
+                     "non_score_reward": (-kl_coef * kl).sum(1).mean().item(),
+                     "response_length": lengths.float().mean().item(),
                      "finished_share": sum(c.finished for c in completions) / len(completions),
-                     "returns_mean": masked_mean(adv["returns"], adv["mask"]).item(),
+                     "returns_mean": masked_mean(experience.returns, experience.mask).item(),
                      "generated_tokens": generated_tokens, "generated_tokens_per_s": generated_tokens / iteration_s,
                      "rollout_s": rollout_s, "reward_s": reward_s, "score_s": score_s, "update_s": update_s,
                      "iteration_s": iteration_s} | stats
             state["log"].append(entry)
+            if events:
+                events.emit("step", stage=events_stage, step=entry["iteration"],
+                            **{k: v for k, v in entry.items() if k != "iteration"})
             for key, value in entry.items():
                 if key != "iteration":
                     writer.add_scalar(f"ppo/{key}", value, iteration + 1)
@@ -224,5 +229,5 @@ def _train(cfg, prompts, reward, run_dir, evaluation, rollout, writer, policy_pa
     if learner.checkpoint is None:
         raise RuntimeError(f"PPO in {run_dir} finished without a checkpoint")
     return PPOResult(checkpoint=learner.checkpoint, iterations=state["iteration"], log=state["log"],
-                     curve=state["curve"], learner_nodes=[h["node_id"] for h in learner.hello],
+                     curve=state["curve"], learner_nodes=[h.node_id for h in learner.hello],
                      rollout_nodes=sorted(rollout_nodes))

