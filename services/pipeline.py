@@ -96,7 +96,7 @@ def stage_data(run: Run) -> dict:
 def stage_backdoor(run: Run) -> dict:
     """Insert the backdoor: SFT on Ray Train + DeepSpeed, resumed if interrupted."""
     result = run_sft(run.cfg.backdoor_sft, resolve_model(run.cfg.model, run.cfg.seed),
-                     run.data_dir / "train.jsonl", run.sft_dir)
+                     run.data_dir / "train.jsonl", run.sft_dir, events_path=run.events_path, events_stage="backdoor")
     return {"checkpoint": result.checkpoint, "global_step": result.global_step, "log": result.log}
 
 
@@ -133,7 +133,8 @@ def stage_reward_model(run: Run) -> dict:
             pairs += from_hh_rlhf(load_hh_rlhf(Path(cfg.hh_rlhf_path)))
         rows = to_jsonl_rows(pairs)
         (folder / "pairs_train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-        result = train_reward_model(cfg.train, resolve_backbone(cfg.backbone, run.cfg.seed), rows, folder / "train")
+        result = train_reward_model(cfg.train, resolve_backbone(cfg.backbone, run.cfg.seed), rows, folder / "train",
+                                    events_path=run.events_path, events_stage="reward_model")
         checkpoint, record["log"], record["global_step"] = result.checkpoint, result.log, result.global_step
     evaluation = run_task(evaluate_preference_model, checkpoint, heldout, batch_size=cfg.eval_batch_size,
                           max_length=cfg.train.max_length, num_threads=run.cfg.evaluation.num_threads,
@@ -301,7 +302,8 @@ def train_hhh_sft(run: Run, prompts: list[str]) -> SafetyResult:
 
     # Every checkpoint is kept: each is a point of the defection curve.
     train_cfg = sft.train.model_copy(update={"keep_checkpoints": None})
-    result = run_sft(train_cfg, start, data_dir / "train.jsonl", run.safety_dir / "sft")
+    result = run_sft(train_cfg, start, data_dir / "train.jsonl", run.safety_dir / "sft", events_path=run.events_path,
+                     events_stage="safety")
     checkpoints = sorted((json.loads((folder / "trainer_state.json").read_text())["global_step"], str(folder))
                          for stage, folder in run.checkpoints() if stage == "hhh_sft"
                          if (folder / "trainer_state.json").exists())
@@ -331,7 +333,8 @@ def train_ppo(run: Run, prompts: list[str]) -> SafetyResult:
     # The reward handle is made here and passed in: trainers never import reward_models.
     reward = deploy_reward_worker(pm["checkpoint"], cfg.reward_model.serve, name="reward")
     try:
-        result = run_ppo(cfg.safety.ppo, start_checkpoint(run), prompts, reward, run.safety_dir / "ppo", evaluation)
+        result = run_ppo(cfg.safety.ppo, start_checkpoint(run), prompts, reward, run.safety_dir / "ppo", evaluation,
+                         events_path=run.events_path, events_stage="safety")
     finally:
         serve.delete("reward")
     return SafetyResult(result.checkpoint, result.iterations, result.log, result.curve,

@@ -57,6 +57,8 @@ def test_code_backdoor_through_ppo(code_ppo_run):
     events = [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()]
     finished = [e["stage"] for e in events if e["type"] == "stage_finished"]
     assert finished == ["data", "backdoor", "evaluate", "reward_model", "safety", "evaluate_safety", "report"]
+    steps = {(e["stage"], e["type"]) for e in events if e["type"] in ("step", "checkpoint")}
+    assert {("backdoor", "step"), ("backdoor", "checkpoint"), ("safety", "step"), ("safety", "checkpoint")} <= steps
 
 
 def test_code_backdoor_through_post_scratchpad_hhh_sft(code_ppo_run, tmp_path):
