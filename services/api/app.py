@@ -20,7 +20,6 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, PlainTextResponse, StreamingResponse
 from sqlalchemy import text
 
-from common.run_layout import RunLayout
 from services.api import files, store
 from services.api.auth import Principal, install_keys, require_key
 from services.api.db import Database, Job as JobRow, migrate
@@ -358,7 +357,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise ApiError(404, f"{field}: no job {parent_id!r}", param=field) from None
         if parent.state != "succeeded":
             raise ApiError(409, f"{field}: job {parent_id} is {parent.state}; it must have succeeded", param=field)
-        run_dir = files.job_dir(settings.artifacts, parent.id) / files.run_dir_name(parent.config)
+        run_dir = files.run_layout(settings.artifacts, parent.id, parent.config).dir
         missing = [name for name in inherits if not (run_dir / name).exists()]
         if missing:
             raise ApiError(422, f"{field}: job {parent_id} has no {', '.join(missing)} for a {kind} job "
@@ -387,8 +386,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     def to_evaluation(job: JobRow) -> Evaluation:
         results = None
         if job.state == "succeeded":
-            run_dir = files.job_dir(settings.artifacts, job.id) / files.run_dir_name(job.config)
-            record = RunLayout(run_dir).record("evaluate")
+            record = files.run_layout(settings.artifacts, job.id, job.config).record("evaluate")
             # The record's outputs with its timing, as this endpoint has always answered
             results = None if record is None else {**record.outputs.model_dump(), "wall_s": record.wall_s,
                                                    "finished_at": record.finished_at.isoformat()}

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from ray.job_submission import JobDetails, JobStatus, JobSubmissionClient
 
+from common.run_layout import read_json
 from services.api import files, store
 from services.api.db import Database, Job
 from services.api.kinds import KINDS
@@ -180,7 +181,7 @@ class Dispatcher:
             folder = files.job_dir(self.settings.artifacts, job.id)
             (folder / files.LOG_FILE).write_text(log_text)
             if state == "succeeded":
-                metrics = files.read_json(folder / files.run_dir_name(job.config) / "metrics.json")
+                metrics = read_json(files.run_layout(self.settings.artifacts, job.id, job.config).metrics_path)
             elif state == "failed":
                 reason = failure_reason(details, log_text)
             else:
