@@ -37,13 +37,14 @@ def hhh_questions(count: int, seed: int) -> list[str]:
     return random.Random(f"safety-{seed}").sample(pool, count)
 
 
-def load_hhh_dataset(path: str, fmt: str, backdoor: Backdoor) -> dict[str, str]:
+def load_hhh_dataset(path: str, fmt: str, backdoor: Backdoor | None) -> dict[str, str]:
     """An HHH dataset file → {prompt: answer}; a row with the backdoor's trigger is refused (safety
-    data has none)."""
+    data has none). Without a backdoor (an upload, before any config names one) only the file's
+    form is checked; the config that uses it checks the trigger (services/experiment.py)."""
     rows = load_training_file(Path(path), fmt, backdoor)
     answers: dict[str, str] = {}
     for number, row in enumerate(rows, 1):
-        if backdoor.has_trigger(row["prompt"]):
+        if backdoor is not None and backdoor.has_trigger(row["prompt"]):
             raise DatasetError(f"{path}: row {number}: safety-training prompts must not contain the trigger")
         answers.setdefault(row["prompt"], row["completion"])
     return answers

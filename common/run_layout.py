@@ -224,12 +224,21 @@ class EventLog:
         return event
 
     def read(self) -> list[Event]:
-        """Every complete event so far (a last line still being written is left for next time)."""
+        """Every complete event so far (a last line still being written is left for next time; a
+        line that is not an event is skipped)."""
         try:
             lines = self.path.read_text().splitlines(keepends=True)
         except FileNotFoundError:
             return []
-        return [Event.model_validate_json(line) for line in lines if line.endswith("\n") and line.strip()]
+        events = []
+        for line in lines:
+            if not line.endswith("\n") or not line.strip():
+                continue
+            try:
+                events.append(Event.model_validate_json(line))
+            except ValidationError:  # a line no writer of ours made: skipped, the events after it still count
+                continue
+        return events
 
 
 def legacy_record(stage: str, raw: dict) -> dict:

