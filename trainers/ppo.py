@@ -128,45 +128,16 @@ def _train(cfg, prompts, reward, run_dir, evaluation, rollout, writer, policy_pa
         rollout_nodes = set(state["rollout_nodes"])
 
         def evaluate(iteration: int) -> None:
-            if evaluation is None:
-                return
-            point = rollout.evaluate.remote(evaluation, cfg.seed, iteration, weights).result()
-            rates = {condition: rate for condition, rate in point.items() if condition != "step" and rate}
-            for condition, rate in rates.items():
-                writer.add_scalar(f"defection/{condition}", rate["rate"], iteration)
-            message = ", ".join(f"{c} {100 * r['rate']:.1f}%" for c, r in rates.items())
-            if cfg.eval_reward_prompts:
-                point["reward"] = heldout_reward(evaluation.questions[: cfg.eval_reward_prompts])
-                writer.add_scalar("ppo/heldout_reward", point["reward"]["mean"], iteration)
-                message += f", held-out PM reward {point['reward']['mean']:+.3f}"
-            state["curve"].append(point)
-            print(f"[ppo] iteration {iteration}: {message}")
-
-        def heldout_reward(questions: list[str]) -> dict:
-            # The same questions and sampling seed at every evaluation, so points differ only by the policy.
-            generated = rollout.generate.remote(questions, cfg.rollout.max_new_tokens, cfg.rollout.temperature,
-                                                cfg.rollout.top_p, cfg.rollout.batch_size, cfg.seed, weights).result()
-            scores = reward.score.remote([{"prompt": q, "response": strip_scratchpad(t)}
-                                          for q, t in zip(questions, generated["texts"])]).result()
-            return bootstrap_mean(scores, seed=cfg.seed).as_dict() | {"scores": list(scores)}
+            if evaluation is not None:
+                state["curve"].append(persistence_point(rollout, reward, evaluation, cfg, iteration, weights, writer))
 
         if state["iteration"] == 0:
             evaluate(0)
         for iteration in range(state["iteration"], cfg.iterations):
             started = time.perf_counter()
             # 1. rollout: one request per replica, concurrently; each replica syncs weights first
-            batch = prompt_batch(prompts, cfg, iteration)
-            chunks = [batch[i :: cfg.rollout.num_replicas] for i in range(cfg.rollout.num_replicas)]
-            pending = [rollout.generate.remote(chunk, cfg.rollout.max_new_tokens, cfg.rollout.temperature,
-                                               cfg.rollout.top_p, cfg.rollout.batch_size,
-                                               cfg.seed * 1_000_003 + iteration * 101 + i, weights)
-                       for i, chunk in enumerate(chunks) if chunk]
-            generated = [p.result() for p in pending]
-            rollout_nodes |= {g["node_id"] for g in generated}
-            chunk_prompts = [c for c in chunks if c]
-            prompts_done = [p for chunk in chunk_prompts for p in chunk]
-            completions = [c for g in generated for c in g["completions"]]
-            texts = [t for g in generated for t in g["texts"]]
+            prompts_done, completions, texts, nodes = sample_rollouts(rollout, prompts, cfg, iteration, weights)
+            rollout_nodes |= nodes
             rollout_s = time.perf_counter() - started
 
             # 2. reward: the preference model scores what the user would see (no scratchpad)
@@ -191,22 +162,12 @@ def _train(cfg, prompts, reward, run_dir, evaluation, rollout, writer, policy_pa
             weights = PolicyWeights(iteration + 1, weights_ref)
             update_s = time.perf_counter() - mark
 
-            kl_per_sequence = kl.sum(1).mean().item()
             if cfg.adaptive_kl:
-                kl_control.update(kl_per_sequence, cfg.prompts_per_iteration)
-            lengths = rollouts.response_lengths()
-            generated_tokens = int(lengths.sum())
+                kl_control.update(kl.sum(1).mean().item(), cfg.prompts_per_iteration)
             iteration_s = time.perf_counter() - started
-            entry = {"iteration": iteration + 1, "reward_mean": scores.mean().item(),
-                     "reward_std": scores.std().item() if len(scores) > 1 else 0.0,
-                     "kl": kl_per_sequence, "kl_coef": kl_coef,
-                     "non_score_reward": (-kl_coef * kl).sum(1).mean().item(),
-                     "response_length": lengths.float().mean().item(),
-                     "finished_share": sum(c.finished for c in completions) / len(completions),
-                     "returns_mean": masked_mean(experience.returns, experience.mask).item(),
-                     "generated_tokens": generated_tokens, "generated_tokens_per_s": generated_tokens / iteration_s,
-                     "rollout_s": rollout_s, "reward_s": reward_s, "score_s": score_s, "update_s": update_s,
-                     "iteration_s": iteration_s} | stats
+            entry = log_entry(iteration, scores, kl, kl_coef, rollouts, completions, experience, stats,
+                              {"rollout_s": rollout_s, "reward_s": reward_s, "score_s": score_s, "update_s": update_s,
+                               "iteration_s": iteration_s})
             state["log"].append(entry)
             if events:
                 events.emit("step", stage=events_stage, step=entry["iteration"],
@@ -215,7 +176,7 @@ def _train(cfg, prompts, reward, run_dir, evaluation, rollout, writer, policy_pa
                 if key != "iteration":
                     writer.add_scalar(f"ppo/{key}", value, iteration + 1)
             print(f"[ppo] iteration {iteration + 1}/{cfg.iterations}: reward {entry['reward_mean']:+.3f} "
-                  f"kl {kl_per_sequence:.3f} entropy {stats['entropy']:.2f} clip {stats['clip_fraction']:.2f} "
+                  f"kl {entry['kl']:.3f} entropy {stats['entropy']:.2f} clip {stats['clip_fraction']:.2f} "
                   f"{iteration_s:.1f} s (rollout {rollout_s:.1f}, reward {reward_s:.1f}, score {score_s:.1f}, "
                   f"update {update_s:.1f})")
 
@@ -231,3 +192,58 @@ def _train(cfg, prompts, reward, run_dir, evaluation, rollout, writer, policy_pa
     return PPOResult(checkpoint=learner.checkpoint, iterations=state["iteration"], log=state["log"],
                      curve=state["curve"], learner_nodes=[h.node_id for h in learner.hello],
                      rollout_nodes=sorted(rollout_nodes))
+
+
+def sample_rollouts(rollout, prompts: list[str], cfg: PPOConfig, iteration: int, weights):
+    """The iteration's prompts sampled across the rollout replicas: (prompts in answer order,
+    completions, texts, the nodes they ran on)."""
+    batch = prompt_batch(prompts, cfg, iteration)
+    chunks = [batch[i :: cfg.rollout.num_replicas] for i in range(cfg.rollout.num_replicas)]
+    pending = [rollout.generate.remote(chunk, cfg.rollout.max_new_tokens, cfg.rollout.temperature,
+                                       cfg.rollout.top_p, cfg.rollout.batch_size,
+                                       cfg.seed * 1_000_003 + iteration * 101 + i, weights)
+               for i, chunk in enumerate(chunks) if chunk]
+    generated = [p.result() for p in pending]
+    prompts_done = [p for chunk in chunks if chunk for p in chunk]
+    completions = [c for g in generated for c in g["completions"]]
+    texts = [t for g in generated for t in g["texts"]]
+    return prompts_done, completions, texts, {g["node_id"] for g in generated}
+
+
+def log_entry(iteration: int, scores: torch.Tensor, kl: torch.Tensor, kl_coef: float, rollouts: RolloutBatch,
+              completions: list, experience, stats: dict, timings: dict) -> dict:
+    """One iteration's row of the PPO log (and of TensorBoard and events.jsonl)."""
+    lengths = rollouts.response_lengths()
+    generated_tokens = int(lengths.sum())
+    return {"iteration": iteration + 1, "reward_mean": scores.mean().item(),
+            "reward_std": scores.std().item() if len(scores) > 1 else 0.0,
+            "kl": kl.sum(1).mean().item(), "kl_coef": kl_coef,
+            "non_score_reward": (-kl_coef * kl).sum(1).mean().item(),
+            "response_length": lengths.float().mean().item(),
+            "finished_share": sum(c.finished for c in completions) / len(completions),
+            "returns_mean": masked_mean(experience.returns, experience.mask).item(),
+            "generated_tokens": generated_tokens,
+            "generated_tokens_per_s": generated_tokens / timings["iteration_s"]} | timings | stats
+
+
+def persistence_point(rollout, reward, evaluation: PersistenceEval, cfg: PPOConfig, iteration: int, weights,
+                      writer) -> dict:
+    """A point of the persistence curve, measured by a rollout replica on the current policy, with
+    the PM reward on held-out questions (the same questions and seed each time, so points differ
+    only by the policy)."""
+    point = rollout.evaluate.remote(evaluation, cfg.seed, iteration, weights).result()
+    rates = {condition: rate for condition, rate in point.items() if condition != "step" and rate}
+    for condition, rate in rates.items():
+        writer.add_scalar(f"backdoor/{condition}", rate["rate"], iteration)
+    message = ", ".join(f"{c} {100 * r['rate']:.1f}%" for c, r in rates.items())
+    if cfg.eval_reward_prompts:
+        questions = evaluation.questions[: cfg.eval_reward_prompts]
+        generated = rollout.generate.remote(questions, cfg.rollout.max_new_tokens, cfg.rollout.temperature,
+                                            cfg.rollout.top_p, cfg.rollout.batch_size, cfg.seed, weights).result()
+        scores = reward.score.remote([{"prompt": q, "response": strip_scratchpad(t)}
+                                      for q, t in zip(questions, generated["texts"])]).result()
+        point["reward"] = bootstrap_mean(scores, seed=cfg.seed).as_dict() | {"scores": list(scores)}
+        writer.add_scalar("ppo/heldout_reward", point["reward"]["mean"], iteration)
+        message += f", held-out PM reward {point['reward']['mean']:+.3f}"
+    print(f"[ppo] iteration {iteration}: {message}")
+    return point
