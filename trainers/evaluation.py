@@ -12,6 +12,7 @@ from pydantic import Field
 
 from backdoors.base import Backdoor, EvalSet
 from common.config import StrictModel
+from common.stats import bootstrap_rate
 from trainers.generation import generate
 
 
