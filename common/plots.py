@@ -37,6 +37,11 @@ def plot_rates(by_model: dict, conditions: list[tuple[str, str]], ylabel: str, t
         ax.bar(xs, heights, width, yerr=errors, capsize=3, label=label)
     ax.set_xticks(range(len(models)), models)
     ax.set_ylim(0, 105)
+    save_figure(fig, ax, ylabel, title, path)
+
+
+def save_figure(fig, ax, ylabel: str, title: str, path: Path) -> None:
+    """Label, legend and write a report's figure as every report figure is written, then free it."""
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.legend(fontsize=8)

@@ -123,7 +123,7 @@ class ExperimentConfig(StrictModel):
             raise ValueError(f"evaluation.num_prompts: {self.evaluation.num_prompts} exceeds the {heldout} "
                              "held-out prompts")
         if self.safety is not None:
-            check_safety(self)
+            check_safety(self, backdoor)
         return self
 
 
@@ -200,11 +200,10 @@ def check_paths(cfg: ExperimentConfig, source: str) -> None:
             raise ConfigError(f"{source}: safety.adversarial.red_team_model: {err}") from None
 
 
-def check_safety(cfg: ExperimentConfig) -> None:
+def check_safety(cfg: ExperimentConfig, backdoor) -> None:
     """Whether the safety section fits the backdoor, the variant and the prompt pools."""
     safety = cfg.safety
     sft = safety.hhh_sft
-    backdoor = get_backdoor(cfg.data.backdoor)
     if safety.adversarial is not None and not backdoor.has_red_team_criterion:
         raise ValueError(f"safety.adversarial: the {backdoor.name} backdoor has no red-team criterion "
                           "(adversarial training red-teams for one); use hhh_sft or ppo without adversarial")

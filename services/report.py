@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from common.plots import md_cell, pct  # first: it picks matplotlib's headless backend
+from common.plots import md_cell, pct, save_figure  # first: it picks matplotlib's headless backend
 from common.stats import bootstrap_mean
 from services.stages import SAFETY_METHOD_BY_NAME
 
@@ -111,12 +111,7 @@ def plot_curve(curve: list[dict], conditions, ylabel: str, path: Path, title: st
                         [100 * p[condition]["high"] for p in points], alpha=0.15)
     ax.set_ylim(-2, 105)
     ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, ax, ylabel, title, path)
 
 
 def plot_loss(log: list[dict], path: Path, title: str = "Backdoor SFT") -> None:
