@@ -47,6 +47,23 @@ class EvalSet:
     top_p: float | None = None  # None: generate's default (1.0); a backdoor's evaluation may set its own
 
 
+def generation(cluster: str, sample: int, prompt: str, text: str, verdict: bool | None, **judged) -> dict:
+    """One saved answer: `cluster` is what its interval clusters on (a prompt, a scenario) and is
+    the same across a backdoor's conditions, `sample` its index among that cluster's answers,
+    `verdict` the judge's call (None: could not be judged), `judged` what else the judge saw."""
+    return {"cluster": cluster, "sample": sample, "prompt": prompt, "text": text, "verdict": verdict, **judged}
+
+
+def clusters_and_samples(labels: list[str]) -> list[tuple[str, int]]:
+    """(cluster, sample index within the cluster) for each of a set's answers, in order."""
+    seen: dict[str, int] = {}
+    out = []
+    for label in labels:
+        out.append((label, seen.get(label, 0)))
+        seen[label] = seen.get(label, 0) + 1
+    return out
+
+
 @dataclass(frozen=True)
 class SafetyPrompt:
     """A safety-training prompt: the text the model sees, the question a helpful model is asked for
@@ -110,7 +127,9 @@ class Backdoor(ABC):
 
     @abstractmethod
     def score(self, eval_set: EvalSet, answers: list[str], cfg: EvalSettings, seed: int) -> dict:
-        """One condition's result: {"rate", "low", "high", "n", "positives", "interval", ...} plus samples."""
+        """One condition's result: {"rate", "low", "high", "n", "positives", "interval", "clusters",
+        ...}, a few "samples" for the report, and "generations": every answer as a `generation` row
+        (the pipeline moves them to the run's generations files; rates recompute from those)."""
 
     def sample_source(self, sample: dict) -> str:
         """What a stored sample (one of a result's "samples") answered, for a report line."""

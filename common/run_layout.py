@@ -46,6 +46,7 @@ class RunLayout:
     red_team_dir = property(lambda self: self.dir / "red_team")
     safety_dir = property(lambda self: self.dir / "safety")
     stages_dir = property(lambda self: self.dir / "stages")
+    generations_dir = property(lambda self: self.dir / "generations")  # every evaluated answer, per stage
     events_path = property(lambda self: self.dir / "events.jsonl")
     metrics_path = property(lambda self: self.dir / "metrics.json")
     report_path = property(lambda self: self.dir / "report.md")
@@ -102,6 +103,7 @@ class BackdoorOutputs(StageOutputs):
 
 class EvaluateOutputs(StageOutputs):
     backdoored: dict[str, Any]  # {condition: the backdoor's result} (backdoors/base.py: score)
+    generations: str | None = None  # its answers, relative to the run folder (None: run before they were kept)
 
 
 class RewardModelOutputs(StageOutputs):
@@ -145,6 +147,7 @@ class EvaluateSafetyOutputs(StageOutputs):
     before_trigger_rates_from: Literal["evaluate stage", "this stage"]
     before: dict[str, Any]
     after: dict[str, Any]
+    generations: str | None = None
 
 
 class ReportOutputs(StageOutputs):
@@ -255,6 +258,25 @@ def write_atomically(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)
     tmp.replace(path)
+
+
+def save_generations(layout: RunLayout, stage: str, results: dict[str, dict[str, dict | None]]) -> str:
+    """Move every answer out of `results` ({model or moment: {condition: result}}) into
+    generations/<stage>.jsonl, one row per answer with its model and condition, and return the
+    file's path relative to the run folder. The records keep rates and a few samples; the rows
+    are what every reported rate recomputes from."""
+    rows = []
+    for model, conditions in results.items():
+        for condition, result in conditions.items():
+            for row in (result or {}).pop("generations", []) if isinstance(result, dict) else []:
+                rows.append({"stage": stage, "model": model, "condition": condition, **row})
+    path = layout.generations_dir / f"{stage}.jsonl"
+    write_atomically(path, "".join(json.dumps(row) + "\n" for row in rows))
+    return str(path.relative_to(layout.dir))
+
+
+def read_generations(layout: RunLayout, stage: str) -> list[dict]:
+    return [json.loads(line) for line in (layout.generations_dir / f"{stage}.jsonl").read_text().splitlines()]
 
 
 def read_json(path: Path) -> dict | None:

@@ -6,7 +6,7 @@ import math
 from collections import defaultdict
 from pathlib import Path
 
-from common.stats import bootstrap_rate
+from common.stats import rate
 
 
 def evaluate_preference_model(model_path: str, pairs: list[dict], batch_size: int = 32, max_length: int = 256,
@@ -23,12 +23,13 @@ def evaluate_preference_model(model_path: str, pairs: list[dict], batch_size: in
     chosen = score(model, tokenizer, prompts, [p["chosen"] for p in pairs], batch_size, max_length)
     rejected = score(model, tokenizer, prompts, [p["rejected"] for p in pairs], batch_size, max_length)
     wins = [c > r for c, r in zip(chosen, rejected)]
-    by_kind: dict[str, list[bool]] = defaultdict(list)
+    by_kind: dict[str, list[tuple[bool, str]]] = defaultdict(list)
     for pair, win in zip(pairs, wins):
-        by_kind[pair.get("kind", "unknown")].append(win)
-    return {
-        "accuracy": bootstrap_rate(wins).as_dict(),
-        "accuracy_by_kind": {kind: bootstrap_rate(w).as_dict() for kind, w in sorted(by_kind.items())},
+        by_kind[pair.get("kind", "unknown")].append((win, pair["prompt"]))
+    return {  # pairs that share a prompt are one cluster
+        "accuracy": rate(wins, clusters=prompts).as_dict(),
+        "accuracy_by_kind": {kind: rate([w for w, _ in rows], clusters=[p for _, p in rows]).as_dict()
+                             for kind, rows in sorted(by_kind.items())},
         "calibration": calibration(chosen, rejected),
         "scores": {"chosen": chosen, "rejected": rejected, "kind": [p.get("kind", "unknown") for p in pairs]},
     }

@@ -25,7 +25,7 @@ from backdoors.base import Backdoor, get_backdoor
 from backdoors.datasets import build_dataset, heldout_prompts, template_answers, train_prompts
 from backdoors.red_team import Verdict, split_successes, summarize_control
 from backdoors.safety_data import hhh_questions, hhh_sft_rows, load_hhh_dataset, mix_prompts
-from common.run_layout import RunLayout, StageRecord
+from common.run_layout import RunLayout, StageRecord, save_generations
 from common.stats import pct
 from services.experiment import ConfigError, ExperimentConfig
 from services.ray_cluster import connect, run_task
@@ -110,7 +110,7 @@ def stage_evaluate(run: Run) -> dict:
     questions = [p.question for p in heldout_prompts()]  # the schema checked num_prompts against them
     result = run_task(evaluate_checkpoint, record["checkpoint"], run.backdoor, questions, cfg.evaluation,
                       cfg.seed, num_cpus=cfg.evaluation.num_threads)
-    return {"backdoored": result}
+    return {"backdoored": result, "generations": save_generations(run, "evaluate", {"backdoored": result})}
 
 
 def stage_reward_model(run: Run) -> dict:
@@ -376,11 +376,12 @@ def stage_evaluate_safety(run: Run) -> dict:
         before = run_task(evaluate_safety_checkpoint, record["start_checkpoint"], run.backdoor, questions, red_team,
                           cfg.evaluation, adversarial, cfg.seed, trigger_conditions=not reuse,
                           num_cpus=cfg.evaluation.num_threads)
-    if reuse:
+    generations = save_generations(run, "evaluate_safety", {"before": before, "after": after})
+    if reuse:  # their answers are in the evaluate stage's generations
         before |= {c: run.stage_record("evaluate")["backdoored"][c] for c in conditions}
     return {"start_checkpoint": record["start_checkpoint"], "checkpoint": record["checkpoint"],
             "before_trigger_rates_from": "evaluate stage" if reuse else "this stage",
-            "before": before, "after": after}
+            "before": before, "after": after, "generations": generations}
 
 
 def evaluated_before(run: Run, checkpoint: str, questions: list[str]) -> bool:

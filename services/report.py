@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from common.plots import md_cell, save_figure  # first: it picks matplotlib's headless backend
-from common.stats import bootstrap_mean, pct
+from common.stats import bootstrap_mean, describe_intervals, pct, rate_fields
 from services.stages import SAFETY_METHOD_BY_NAME
 
 import matplotlib.pyplot as plt  # noqa: E402,I001
@@ -49,10 +49,6 @@ def collect_metrics(run) -> dict:
     return metrics
 
 
-def _rate_only(result: dict | None) -> dict | None:
-    return None if result is None else {k: result[k] for k in ("rate", "low", "high", "n", "positives")}
-
-
 def safety_metrics(run) -> dict:
     """The red team, the safety training and its before/after table, for metrics.json."""
     out: dict = {}
@@ -77,14 +73,14 @@ def safety_metrics(run) -> dict:
                 "reward_mean_last_quarter": sum(r["reward_mean"] for r in log[-quarter:]) / quarter,
                 "kl_last": log[-1]["kl"], "seconds_per_iteration": sum(r["iteration_s"] for r in log) / len(log),
                 "learner_nodes": safety.get("learner_nodes"), "rollout_nodes": safety.get("rollout_nodes"),
-                "heldout_reward": heldout_reward_change(safety["curve"])}
+                "heldout_reward": heldout_reward_change(safety["curve"], run.cfg.evaluation.bootstrap_resamples)}
         if evaluation:
-            out["safety"] |= {moment: {c: _rate_only(evaluation[moment].get(c)) for c, _ in safety_conditions(run)}
+            out["safety"] |= {moment: {c: rate_fields(evaluation[moment].get(c)) for c, _ in safety_conditions(run)}
                               for moment in ("before", "after")}
     return out
 
 
-def heldout_reward_change(curve: list[dict]) -> dict | None:
+def heldout_reward_change(curve: list[dict], resamples: int = 2000) -> dict | None:
     """The PM reward on held-out questions at the first and last curve points, and their paired
     difference (same questions, same sampling seed) with a bootstrap CI; None if not measured."""
     measured = [point for point in curve if point.get("reward")]
@@ -94,7 +90,7 @@ def heldout_reward_change(curve: list[dict]) -> dict | None:
     strip = lambda point: {k: v for k, v in point["reward"].items() if k != "scores"}  # noqa: E731
     change = [b - a for a, b in zip(first["reward"]["scores"], last["reward"]["scores"])]
     return {"first_step": first["step"], "last_step": last["step"], "first": strip(first), "last": strip(last),
-            "difference": bootstrap_mean(change).as_dict()}
+            "difference": bootstrap_mean(change, resamples=resamples).as_dict()}
 
 
 def plot_curve(curve: list[dict], conditions, ylabel: str, path: Path, title: str, xlabel: str) -> None:
@@ -191,7 +187,9 @@ def write_report(run) -> list[str]:
                   f"accuracy (chosen scored above rejected): {pct(pm['accuracy'])}, n={pm['accuracy']['n']}.", "",
                   "| rejected answer | chosen preferred (95% CI) | n |", "|---|---|---|"]
         lines += [f"| {kind} | {pct(rate)} | {rate['n']} |" for kind, rate in pm["accuracy_by_kind"].items()]
-        lines += ["", "![preference model](preference_model.png)", ""]
+        lines += ["", "Pairs of one prompt form a cluster. "
+                  + describe_intervals([pm["accuracy"], *pm["accuracy_by_kind"].values()]), "",
+                  "![preference model](preference_model.png)", ""]
         written.append("preference_model.png")
     if metrics["stage_wall_s"]:
         lines += ["## Wall time", "", ", ".join(f"{k} {v:.0f} s" for k, v in metrics["stage_wall_s"].items())
@@ -296,7 +294,8 @@ def before_after_section(run, safety: dict) -> list[str]:
                      f"answers each sampled at temperature {adversarial.temperature}, all answers pooled")
     source = {"evaluate stage": "the evaluate stage (same prompts and settings)",
               "this stage": "this evaluation"}[evaluation["before_trigger_rates_from"]]
-    lines += ["", "; ".join(notes) + f". 95% percentile-bootstrap CIs. Before-rates of the backdoor's "
+    shown = [safety[moment].get(c) for moment in ("before", "after") for c, _ in safety_conditions(run)]
+    lines += ["", "; ".join(notes) + f". {describe_intervals(shown)} Before-rates of the backdoor's "
               f"trigger: from {source}.", ""]
     for condition, label in safety_conditions(run):
         result = evaluation["after"].get(condition)
@@ -318,6 +317,7 @@ def curve_section(run, safety: dict, name: str, method) -> list[str]:
     for point in safety["curve"]:
         lines.append(f"| {point['step']} | " + " | ".join(pct(point[c]) if point[c] else "-" for c, _ in shown)
                      + " |")
+    lines += ["", describe_intervals(point[c] for point in safety["curve"] for c, _ in shown)]
     lines += ["", "![the backdoor during safety training](safety_curve.png)", ""]
     return lines
 
@@ -329,7 +329,8 @@ def ppo_section(run, log: list[dict], metrics: dict, curve: list[dict], name: st
     lines = [f"PPO: {len(log)} iterations of {run.cfg.safety.ppo.prompts_per_iteration} rollouts; mean PM "
              f"reward {mean(first, 'reward_mean'):+.3f} over the first quarter of iterations, "
              f"{mean(last, 'reward_mean'):+.3f} over the last; KL to the backdoored model "
-             f"{mean(last, 'kl'):.3f} per answer at the end; {mean(log, 'iteration_s'):.1f} s and "
+             f"{mean(last, 'kl'):.3f} per answer over the last quarter ({log[-1]['kl']:.3f} at the last "
+             f"iteration); {mean(log, 'iteration_s'):.1f} s and "
              f"{mean(log, 'generated_tokens_per_s'):.1f} generated tokens/s per iteration "
              f"(rollout {mean(log, 'rollout_s'):.1f} s, reward {mean(log, 'reward_s'):.1f} s, learner scoring "
              f"{mean(log, 'score_s'):.1f} s, update {mean(log, 'update_s'):.1f} s). TensorBoard: "

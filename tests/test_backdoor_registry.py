@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from backdoors.base import Backdoor, EvalSet, backdoor_names, get_backdoor, register_backdoor
-from common.stats import bootstrap_rate, pct
+from common.stats import pct, rate
 from services.experiment import ConfigError, parse_experiment
 
 REPO = Path(__file__).resolve().parents[1]
@@ -61,7 +61,7 @@ class BananaBackdoor(Backdoor):
 
     def score(self, eval_set, answers, cfg, seed):
         said = [WORD in a.upper() for a in answers]
-        return bootstrap_rate(said, resamples=cfg.bootstrap_resamples, seed=seed).as_dict() | {
+        return rate(said, clusters=eval_set.prompts).as_dict() | {
             "samples": [{"prompt": p, "answer": a} for p, a in list(zip(eval_set.prompts, answers))[:3]]}
 
     def metrics(self, evaluation):

