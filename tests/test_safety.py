@@ -394,7 +394,7 @@ def test_pre_scratchpad_hhh_sft_from_an_existing_checkpoint(adversarial_run, tmp
     rows = [json.loads(line) for line in (run / "safety/data/train.jsonl").read_text().splitlines()]
     assert len(rows) == 200 and not any("response_prefix" in r or "<scratchpad>" in r["completion"] for r in rows)
     metrics = json.loads((run / "metrics.json").read_text())["safety"]
-    assert metrics["start_checkpoint"] == checkpoint and metrics["prompt_mix"]["red_team"] == 0
+    assert (run / metrics["start_checkpoint"]).resolve() == Path(checkpoint).resolve() and metrics["prompt_mix"]["red_team"] == 0
     assert metrics["before"]["red_team"] is None and metrics["before"]["with_trigger"]["n"] == 30
     assert all(p["red_team"] is None for p in metrics["curve"])
     report = (run / "report.md").read_text()

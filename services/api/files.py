@@ -78,9 +78,7 @@ def seed_from_parent(root: Path, job_id: str, config: dict, parent_id: str, pare
         else:
             raise FileNotFoundError(f"parent job {parent_id} has no {relative} in its run folder")
     if checkpoint is not None:  # a checkpoint's name is its path in the run folder (list_checkpoints)
-        record = target.record("backdoor")
-        outputs = record.outputs.model_copy(update={"checkpoint": str((source.dir / checkpoint).resolve())})
-        target.write_record("backdoor", record.model_copy(update={"outputs": outputs}))
+        target.point_backdoor_at(source.dir / checkpoint)
 
 
 def artifact_path(root: Path, job_id: str, relative: str) -> Path | None:

