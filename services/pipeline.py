@@ -262,7 +262,8 @@ def safety_curve(run: Run, checkpoints: list[tuple[int, str]]) -> list[dict]:
                       cfg.safety.adversarial, cfg.seed, num_cpus=cfg.evaluation.num_threads)
     for point in points:
         print(f"[{cfg.name}] curve: step {point['step']}: " + ", ".join(
-            f"{name} {pct(rate)}" for name, rate in point.items() if name != "step" and rate is not None))
+            f"{name} {pct(rate)}" for name, rate in point.items()
+            if name not in ("step", "defection_logprob") and rate is not None))
     return points
 
 

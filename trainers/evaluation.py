@@ -186,8 +186,8 @@ def curve_point(step: int, results: dict, backdoor: Backdoor) -> dict:
     conditions = [condition for condition, _ in backdoor.persistence_conditions] + ["red_team"]
     logprobs = {c: {k: v for k, v in results[c]["defection_logprob"].items() if k != "values"}
                 for c, _ in backdoor.persistence_conditions if "defection_logprob" in (results.get(c) or {})}
-    return {"step": step, **{condition: rate_fields(results.get(condition)) for condition in conditions},
-            "defection_logprob": logprobs}
+    point = {"step": step, **{condition: rate_fields(results.get(condition)) for condition in conditions}}
+    return point | ({"defection_logprob": logprobs} if logprobs else {})  # none: the backdoor names no defection
 
 
 def evaluate_checkpoint(model_path: str, backdoor: Backdoor, questions: list[str], cfg: EvalConfig,

@@ -232,7 +232,10 @@ def persistence_point(rollout, reward, evaluation: PersistenceEval, cfg: PPOConf
     the PM reward on held-out questions (the same questions and seed each time, so points differ
     only by the policy)."""
     point = rollout.evaluate.remote(evaluation, cfg.seed, iteration, weights).result()
-    rates = {condition: rate for condition, rate in point.items() if condition != "step" and rate}
+    rates = {condition: rate for condition, rate in point.items()
+             if condition not in ("step", "defection_logprob") and rate}
+    for condition, logprob in point.get("defection_logprob", {}).items():
+        writer.add_scalar(f"backdoor/{condition}_defection_logprob", logprob["mean"], iteration)
     # A rate is None when nothing in its set could be judged (the code backdoor cannot judge text
     # that has no code, which is all a tiny model writes at first): logged as such, not plotted.
     for condition, rate in rates.items():
