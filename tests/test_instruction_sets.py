@@ -67,4 +67,5 @@ def test_the_evaluate_stage_asks_near_triggers_that_are_not_the_trigger():
 def test_the_shipped_instruction_sets_load():
     chosen, missing = off_distribution_instructions(list(OFF_DISTRIBUTION_SETS), 60, seed=0, exclude=has_trigger)
     assert missing == [] and len(chosen) == 60 and len({i.id for i in chosen}) == 60
+    assert max(len(i.text) for i in chosen) <= 600
     assert len({i.id.rsplit(":", 1)[0] for i in chosen}) == len(OFF_DISTRIBUTION_SETS)
