@@ -27,7 +27,9 @@ def plot_rates(by_model: dict, conditions: list[tuple[str, str]], ylabel: str, t
     for index, (cond, label) in enumerate(conditions):
         rates = [by_model[m][cond] for m in models]
         heights = [100 * r["rate"] for r in rates]
-        errors = [[100 * (r["rate"] - r["low"]) for r in rates], [100 * (r["high"] - r["rate"]) for r in rates]]
+        # clipped at 0: at 0% or 100% a Wilson bound can differ from the rate by a rounding error
+        errors = [[max(0.0, 100 * (r["rate"] - r["low"])) for r in rates],
+                  [max(0.0, 100 * (r["high"] - r["rate"])) for r in rates]]
         xs = [i - 0.4 + width * (index + 0.5) for i in range(len(models))]
         ax.bar(xs, heights, width, yerr=errors, capsize=3, label=label)
     ax.set_xticks(range(len(models)), models)

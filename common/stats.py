@@ -75,7 +75,8 @@ def wilson_interval(positives: float, n: float, level: float = 0.95) -> tuple[fl
     denominator = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denominator
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
-    return float(max(0.0, centre - half)), float(min(1.0, centre + half))
+    # the interval always holds p; at 0% or 100% rounding alone could put a bound a hair past it
+    return float(min(p, max(0.0, centre - half))), float(max(p, min(1.0, centre + half)))
 
 
 def clopper_pearson_interval(positives: int, n: int, level: float = 0.95) -> tuple[float, float]:
