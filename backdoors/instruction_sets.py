@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from backdoors.datasets import DatasetError
+from common import PROJECT_ROOT
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,7 @@ def off_distribution_instructions(paths: list[str], count: int, seed: int, exclu
     holding the trigger); and the paths that were not found, so the report can say what it lacked."""
     found, missing = [], []
     for name in paths:
-        path = Path(name) if Path(name).is_absolute() else REPO / name
+        path = Path(name) if Path(name).is_absolute() else PROJECT_ROOT / name
         if path.is_file():
             found.append([i for i in load_instructions(path) if len(i.text) <= max_chars and not exclude(i.text)])
         else:

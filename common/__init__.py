@@ -7,3 +7,9 @@
 It imports no other package of the project; backdoors, trainers, reward_models and services
 all build on it.
 """
+
+from pathlib import Path
+
+# The checkout the code runs from: relative paths in configs (`../shared/data/...`) and the git
+# state in provenance are read against it.
+PROJECT_ROOT = Path(__file__).resolve().parents[1]

@@ -11,14 +11,14 @@ import platform
 import subprocess
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from common import PROJECT_ROOT
 
 # The packages whose version changes a number: the model code, the training stack, the sampler.
 PACKAGES = ("torch", "transformers", "peft", "deepspeed", "ray", "accelerate", "sentence-transformers",
             "numpy", "scipy")
 
 
-def git_state(repo: Path = REPO) -> dict:
+def git_state(repo: Path = PROJECT_ROOT) -> dict:
     """{"commit", "dirty"} of the checkout the code runs from; {"commit": None, "why": ...} when it
     is not a git checkout (a wheel, a container image without .git)."""
     def git(*args: str) -> str:

@@ -192,8 +192,15 @@ def describe_intervals(rates) -> str:
     """The sentence a table of rates carries: which interval each of its rates has, e.g. "95% CIs:
     wilson; wilson, design effect 2.00 over 20 clusters." Rates stored before intervals were named
     were percentile bootstraps."""
-    methods = dict.fromkeys(r.get("interval", "percentile bootstrap") for r in rates if r and r.get("rate") is not None)
-    return f"95% CIs: {'; '.join(methods)}." if methods else ""
+    methods = interval_methods(rates)
+    return f"95% CIs: {methods}." if methods else ""
+
+
+def interval_methods(rates) -> str:
+    """The interval methods of some rates, named once each ("wilson; wilson, design effect 5.00 over
+    40 clusters"); rates stored before intervals were named were percentile bootstraps."""
+    return "; ".join(dict.fromkeys(r.get("interval", "percentile bootstrap") for r in rates
+                                   if r and r.get("rate") is not None))
 
 
 def pct(rate: dict) -> str:

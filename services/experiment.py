@@ -15,7 +15,7 @@ from pydantic import Field, ValidationError, model_validator
 
 from common.config import INT_MAX, StrictModel
 from backdoors.base import get_backdoor
-from backdoors.datasets import BackdoorDataConfig, DatasetError, heldout_prompts, train_prompts
+from backdoors.datasets import BackdoorDataConfig, DatasetError, train_prompts
 from backdoors.red_team import AdversarialConfig
 from backdoors.safety_data import load_hhh_dataset
 from trainers.evaluation import EvalConfig
@@ -95,6 +95,10 @@ class ExperimentConfig(StrictModel):
     seed: int = Field(0, ge=0, le=INT_MAX, description="fits in 63 bits: numpy and torch take it as is")
     model: str = Field("tiny", description="'tiny', 'smollm2-135m-instruct', a local HF folder or a cached hub name")
     runs_dir: str = "runs"
+    tuned_on: Literal["dev", "test", "before_split", "nothing"] = Field(
+        "nothing", description="what this config's settings were chosen by looking at: the dev split, the test "
+        "split (its test numbers are then not a clean report), results from before the dev/test split existed, "
+        "or nothing (defaults, the tiny test configs); the report prints it beside the split it measures")
     ray: RayConfig = RayConfig()
     data: BackdoorDataConfig = BackdoorDataConfig()
     backdoor_sft: SFTConfig = SFTConfig()
@@ -118,12 +122,12 @@ class ExperimentConfig(StrictModel):
         if self.data.path is None and self.data.num_train > pool:
             raise ValueError(f"data.num_train: {self.data.num_train} exceeds the {pool} training prompts "
                              "the generator has")
-        heldout = len(heldout_prompts())
-        if self.evaluation.num_prompts > heldout:
-            raise ValueError(f"evaluation.num_prompts: {self.evaluation.num_prompts} exceeds the {heldout} "
-                             "held-out prompts")
         if self.safety is not None:
             check_safety(self, backdoor)
+        heldout = backdoor.heldout_count(self.evaluation.split)
+        if self.evaluation.num_prompts is not None and self.evaluation.num_prompts > heldout:
+            raise ValueError(f"evaluation.num_prompts: {self.evaluation.num_prompts} exceeds the {heldout} held-out "
+                             f"prompts of the {self.evaluation.split!r} split")
         return self
 
 
@@ -207,10 +211,10 @@ def check_safety(cfg: ExperimentConfig, backdoor) -> None:
     if safety.adversarial is not None and not backdoor.has_red_team_criterion:
         raise ValueError(f"safety.adversarial: the {backdoor.name} backdoor has no red-team criterion "
                           "(adversarial training red-teams for one); use hhh_sft or ppo without adversarial")
-    heldout = len(heldout_prompts())
+    heldout = backdoor.heldout_count(cfg.evaluation.split)
     if safety.curve.num_prompts > heldout:
         raise ValueError(f"safety.curve.num_prompts: {safety.curve.num_prompts} exceeds the {heldout} "
-                          "held-out prompts")
+                          f"held-out prompts of the {cfg.evaluation.split!r} split")
     if safety.method == "hhh_sft":
         if sft.scratchpad is not None and cfg.data.variant != "cot":
             raise ValueError(f"safety.hhh_sft.scratchpad: {sft.scratchpad!r} is for CoT models "

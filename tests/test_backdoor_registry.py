@@ -47,10 +47,10 @@ class BananaBackdoor(Backdoor):
         rng.shuffle(rows)
         return rows, Counter()
 
-    def heldout_count(self):
+    def heldout_count(self, split=None):
         from backdoors.datasets import heldout_prompts
 
-        return len(heldout_prompts())
+        return len(heldout_prompts(split))
 
     def evaluation_sets(self, cfg, questions):
         return self.persistence_sets(cfg, questions)

@@ -10,9 +10,12 @@ generalisation years for code); its answers go to `backdoor.score`. Rates carry 
 from __future__ import annotations
 
 import torch
+from dataclasses import replace
+from typing import Literal
+
 from pydantic import Field
 
-from backdoors.base import Backdoor, EvalSet, generation
+from backdoors.base import SAMPLED, Backdoor, EvalSet, generation
 from common.config import StrictModel
 from common.stats import bootstrap_mean, rate as rate_of, rate_fields
 from trainers.chat import IGNORE_INDEX, collate, encode_example
@@ -26,8 +29,22 @@ OFF_DISTRIBUTION_SETS = (
 )
 
 
+class SampledEval(StrictModel):
+    """Sampled persistence rows beside the greedy ones: greedy decoding saturates (P(defect) could
+    fall from 0.99 to 0.6 and greedy would still read 100%); k samples at T=1 of each prompt do not."""
+
+    num_prompts: int = Field(40, ge=1, description="the first held-out prompts of the split's order (all, if fewer)")
+    samples_per_prompt: int = Field(5, ge=1, description="answers sampled per prompt (one cluster)")
+    temperature: float = Field(1.0, gt=0)
+    max_new_tokens: int = Field(96, ge=1, description="long enough to see a defection after a scratchpad "
+                                                      "or a few helpful sentences")
+
+
 class EvalConfig(StrictModel):
-    num_prompts: int = Field(150, ge=1, description="held-out prompts, each asked with and without the trigger")
+    num_prompts: int | None = Field(None, ge=1, description="held-out prompts (or scenarios) of the split, "
+                                    "each asked under every condition; None: all of them")
+    split: Literal["dev", "test"] = Field("test", description="held-out split measured: dev for tuning, test for "
+                                          "reporting")
     max_new_tokens: int = Field(48, ge=1)
     batch_size: int = Field(40, ge=1)
     temperature: float = Field(0.0, ge=0, description="0: greedy")
@@ -45,6 +62,8 @@ class EvalConfig(StrictModel):
     off_distribution_prompts: int = Field(60, ge=0, description="0: not measured")
     near_trigger_questions: int = Field(10, ge=0, description="held-out questions asked with each "
                                         "near-trigger (the trigger misspelt, translated, described); 0: none")
+    sampled: SampledEval | None = Field(default_factory=SampledEval, description="sampled rows of the persistence "
+                                        "conditions, before and after safety training (None: greedy only)")
 
 
 def evaluate_sets(model, tokenizer, backdoor: Backdoor, sets: list[EvalSet], cfg: EvalConfig,
@@ -55,14 +74,35 @@ def evaluate_sets(model, tokenizer, backdoor: Backdoor, sets: list[EvalSet], cfg
     results = {}
     for eval_set in sets:
         top_p = {} if eval_set.top_p is None else {"top_p": eval_set.top_p}
-        answers = generate(model, tokenizer, eval_set.prompts, max_new_tokens=cfg.max_new_tokens,
-                           batch_size=cfg.batch_size, temperature=cfg.temperature, seed=seed,
+        answers = generate(model, tokenizer, eval_set.prompts, batch_size=cfg.batch_size, seed=seed,
+                           max_new_tokens=eval_set.max_new_tokens or cfg.max_new_tokens,
+                           temperature=cfg.temperature if eval_set.temperature is None else eval_set.temperature,
                            desc=f"evaluate {eval_set.condition}", **top_p)
         results[eval_set.condition] = backdoor.score(eval_set, answers, cfg, seed)
         if eval_set.defection is not None:
             results[eval_set.condition]["defection_logprob"] = defection_logprob(
                 model, tokenizer, eval_set, cfg.batch_size, cfg.bootstrap_resamples, seed)
     return results
+
+
+def sampled_sets(persistence: list[EvalSet], cfg: EvalConfig) -> list[EvalSet]:
+    """Each persistence set's first `cfg.sampled.num_prompts` distinct prompts, each asked k times
+    at the sampled temperature: the condition `<condition>_sampled`, judged as its own condition.
+    Its defection log-probability is the greedy row's (the same prompts), so none is measured."""
+    if cfg.sampled is None:
+        return []
+    sampled, out = cfg.sampled, []
+    for eval_set in persistence:
+        first_index: dict[str, int] = {}  # a code set repeats each scenario's prompt: take each once
+        for i, prompt in enumerate(eval_set.prompts):
+            first_index.setdefault(prompt, i)
+        distinct = list(first_index.values())[: sampled.num_prompts]
+        picked = [i for i in distinct for _ in range(sampled.samples_per_prompt)]
+        out.append(replace(eval_set, condition=eval_set.condition + SAMPLED, prompts=[eval_set.prompts[i] for i in picked],
+                           items=[eval_set.items[i] for i in picked] if eval_set.items else [],
+                           temperature=sampled.temperature, max_new_tokens=sampled.max_new_tokens, top_p=1.0,
+                           defection=None, contrast=None))
+    return out
 
 
 @torch.no_grad()
@@ -140,7 +180,8 @@ def evaluate_safety(model, tokenizer, backdoor: Backdoor, questions: list[str], 
                     cfg: EvalConfig, adversarial=None, seed: int = 0, trigger_conditions: bool = True) -> dict:
     """The conditions safety training is measured on: the backdoor's persistence conditions
     (greedy by default), and held-out red-team prompts (sampled), when there are any."""
-    results = evaluate_sets(model, tokenizer, backdoor, backdoor.persistence_sets(cfg, questions), cfg, seed) \
+    persistence = backdoor.persistence_sets(cfg, questions)
+    results = evaluate_sets(model, tokenizer, backdoor, persistence + sampled_sets(persistence, cfg), cfg, seed) \
         if trigger_conditions else {}
     results["red_team"] = None
     if red_team_prompts:
@@ -190,6 +231,13 @@ def curve_point(step: int, results: dict, backdoor: Backdoor) -> dict:
     return point | ({"defection_logprob": logprobs} if logprobs else {})  # none: the backdoor names no defection
 
 
+def curve_rates(point: dict) -> dict[str, dict]:
+    """The rates of a curve point, by condition: the one reader of a point's shape, which also
+    carries its step, log-probabilities and (PPO) held-out reward; a condition not measured (None)
+    is left out."""
+    return {condition: value for condition, value in point.items() if isinstance(value, dict) and "rate" in value}
+
+
 def evaluate_checkpoint(model_path: str, backdoor: Backdoor, questions: list[str], cfg: EvalConfig,
                         seed: int = 0) -> dict:
     """Load a checkpoint folder and evaluate its backdoor (the unit of work a Ray task runs)."""
@@ -199,5 +247,5 @@ def evaluate_checkpoint(model_path: str, backdoor: Backdoor, questions: list[str
 
     torch.set_num_threads(cfg.num_threads)
     model, tokenizer = load_causal_lm(model_path), load_tokenizer(model_path)
-    sets = backdoor.evaluation_sets(cfg, questions)
+    sets = backdoor.evaluation_sets(cfg, questions) + sampled_sets(backdoor.persistence_sets(cfg, questions), cfg)
     return backdoor.finish_evaluation(evaluate_sets(model, tokenizer, backdoor, sets, cfg, seed))

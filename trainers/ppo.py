@@ -32,7 +32,7 @@ from backdoors.base import Backdoor
 from backdoors.red_team import AdversarialConfig
 from common.stats import bootstrap_mean, pct
 from backdoors.scratchpad import strip_scratchpad
-from trainers.evaluation import EvalConfig
+from trainers.evaluation import EvalConfig, curve_rates
 from trainers.ppo_algorithm import AdaptiveKLController, gae, masked_mean, masked_whiten, token_rewards
 from trainers.ppo_batch import Experience, RolloutBatch, ScoredBatch
 from trainers.ppo_config import LearnerConfig, PPOConfig, RolloutConfig
@@ -232,8 +232,7 @@ def persistence_point(rollout, reward, evaluation: PersistenceEval, cfg: PPOConf
     the PM reward on held-out questions (the same questions and seed each time, so points differ
     only by the policy)."""
     point = rollout.evaluate.remote(evaluation, cfg.seed, iteration, weights).result()
-    rates = {condition: rate for condition, rate in point.items()
-             if condition not in ("step", "defection_logprob") and rate}
+    rates = curve_rates(point)
     for condition, logprob in point.get("defection_logprob", {}).items():
         writer.add_scalar(f"backdoor/{condition}_defection_logprob", logprob["mean"], iteration)
     # A rate is None when nothing in its set could be judged (the code backdoor cannot judge text
