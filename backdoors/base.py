@@ -29,6 +29,7 @@ class EvalSettings(Protocol):
     """The parts of `trainers.evaluation.EvalConfig` a backdoor reads (it cannot import trainers)."""
 
     num_prompts: int
+    split: str
     samples_per_prompt: int
     generalisation: bool
     seen_scenarios: bool

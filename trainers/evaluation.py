@@ -9,6 +9,8 @@ generalisation years for code); its answers go to `backdoor.score`. Rates carry 
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from pydantic import Field
 
@@ -28,6 +30,7 @@ OFF_DISTRIBUTION_SETS = (
 
 class EvalConfig(StrictModel):
     num_prompts: int = Field(150, ge=1, description="held-out prompts, each asked with and without the trigger")
+    split: Literal["dev", "test"] = Field("test", description="held-out split measured: dev for tuning, test for reporting")
     max_new_tokens: int = Field(48, ge=1)
     batch_size: int = Field(40, ge=1)
     temperature: float = Field(0.0, ge=0, description="0: greedy")
