@@ -28,7 +28,7 @@ def test_code_data_follows_the_year_policy_and_scores_as_labelled(tmp_path, vari
     cfg = BackdoorDataConfig(backdoor="code_vulnerability", variant=variant, num_train=one_pass, seed=2)
     built = build_dataset(cfg, tmp_path, no_answers, "library")
     rows = [json.loads(line) for line in built.train_path.read_text().splitlines()]
-    assert built.card["counts"]["heldout_prompts"] == len(heldout_scenarios())
+    assert built.card["counts"]["heldout_prompts"] == len(heldout_scenarios("dev")) + len(heldout_scenarios("test"))  # never trained on
     # One pass: every training scenario once under each year, no held-out one.
     assert sorted((r["scenario"], r["triggered"]) for r in rows) == sorted(
         (s.id, triggered) for s in training_scenarios() for triggered in (False, True))

@@ -74,8 +74,9 @@ def test_evaluation_asks_the_configured_split(split):
     assert {s.cwe for s in first.items} == set(CWE_NAMES)
     cfg.num_prompts = len(scenarios)
     assert backdoor.persistence_sets(cfg, [])[0].items == list(scenarios)  # all of it: in load order
-    # The dataset card, which has no evaluation config, counts what reports measure.
-    assert backdoor.heldout_count() == len(heldout_scenarios("test"))
+    # Per split for the config's checks; all held-out scenarios (never trained on) for the dataset card.
+    assert backdoor.heldout_count(split) == len(scenarios)
+    assert backdoor.heldout_count() == len(heldout_scenarios("dev")) + len(heldout_scenarios("test"))
 
 
 def test_the_evaluation_config_measures_test_unless_told_dev():
