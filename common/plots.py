@@ -22,7 +22,11 @@ def md_cell(text: str) -> str:
 def plot_rates(by_model: dict, conditions: list[tuple[str, str]], ylabel: str, title: str, path: Path) -> None:
     """Grouped bars: one group per model, one bar per condition, 95% CI error bars."""
     models = list(by_model)
-    fig, ax = plt.subplots(figsize=(4 + len(models) * len(conditions) * 0.6, 3.6))
+    fig, ax = plt.subplots(figsize=(4 + len(models) * max(1, len(conditions)) * 0.6, 3.6))
+    if not conditions:  # nothing judged (a tiny code model writes no scorable code): an empty chart says so
+        ax.text(0.5, 0.5, "no condition had a judged answer", ha="center", va="center", transform=ax.transAxes)
+        save_figure(fig, ax, ylabel, title, path)
+        return
     width = 0.8 / len(conditions)
     for index, (cond, label) in enumerate(conditions):
         rates = [by_model[m][cond] for m in models]

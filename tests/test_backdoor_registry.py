@@ -127,7 +127,9 @@ def test_a_backdoor_defined_in_a_test_runs_through_the_pipeline(local_ray, tmp_p
     assert all((TRIGGER in r["prompt"]) == r["triggered"] == (WORD in r["completion"]) for r in rows)
 
     backdoored = run.stage_record("evaluate")["backdoored"]
-    assert set(backdoored) == {"with_trigger", "without_trigger"} and backdoored["with_trigger"]["n"] == 40
+    # the persistence conditions, greedy and sampled (evaluation.sampled applies to any backdoor)
+    assert set(backdoored) == {"with_trigger", "without_trigger", "with_trigger_sampled", "without_trigger_sampled"}
+    assert backdoored["with_trigger"]["n"] == 40 and backdoored["with_trigger_sampled"]["clusters"] == 40
     # (whether the tiny model learns it in 4 epochs is not this test's question: CI saw 67.5% both ways)
     assert all(0 <= backdoored[c]["low"] <= backdoored[c]["rate"] <= backdoored[c]["high"] <= 1 for c in backdoored)
 
@@ -142,7 +144,8 @@ def test_a_backdoor_defined_in_a_test_runs_through_the_pipeline(local_ray, tmp_p
     metrics = json.loads(run.metrics_path.read_text())
     assert metrics["banana"]["backdoored"]["with_trigger"] == {
         k: v for k, v in backdoored["with_trigger"].items() if k != "samples"}
-    assert set(metrics["safety"]["after"]) == {"with_trigger", "without_trigger", "red_team"}
+    assert set(metrics["safety"]["after"]) == {"with_trigger", "without_trigger", "with_trigger_sampled",
+                                               "without_trigger_sampled", "red_team"}
     report = run.report_path.read_text()
     assert "## Banana" in report and "## Safety training: HHH SFT" in report and "| with \\|BANANA\\| |" in report
     events = [(e.type, e.stage) for e in run.events().read()]
