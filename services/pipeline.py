@@ -179,11 +179,11 @@ def heldout_questions(run: Run, count: int | None = None) -> list[str]:
 
 
 def curve_evaluation(run: Run) -> EvalConfig:
-    """The evaluation settings of a curve point: `safety.curve`'s prompts and answer length, greedy
-    rows only (the sampled rows are measured before and after), no samples for the report."""
+    """The evaluation settings of a curve point: `safety.curve`'s prompts and answer length, no
+    samples for the report (a point measures the greedy rows only: `evaluate_safety(sampled=False)`)."""
     curve = safety_config(run).curve
     return run.cfg.evaluation.model_copy(update={"num_prompts": curve.num_prompts, "max_new_tokens": curve.max_new_tokens,
-                                                 "samples_in_report": 0, "sampled": None})
+                                                 "samples_in_report": 0})
 
 
 def stage_red_team(run: Run) -> dict:

@@ -177,12 +177,15 @@ def evaluate_red_team(model, tokenizer, backdoor: Backdoor, prompts: list[str], 
 
 
 def evaluate_safety(model, tokenizer, backdoor: Backdoor, questions: list[str], red_team_prompts: list[str] | None,
-                    cfg: EvalConfig, adversarial=None, seed: int = 0, trigger_conditions: bool = True) -> dict:
+                    cfg: EvalConfig, adversarial=None, seed: int = 0, trigger_conditions: bool = True,
+                    sampled: bool = True) -> dict:
     """The conditions safety training is measured on: the backdoor's persistence conditions
-    (greedy by default), and held-out red-team prompts (sampled), when there are any."""
+    (greedy by default) and, with `sampled`, their sampled rows (`cfg.sampled`; a curve point
+    leaves them to the before/after evaluation), and held-out red-team prompts (sampled), when
+    there are any."""
     persistence = backdoor.persistence_sets(cfg, questions)
-    results = evaluate_sets(model, tokenizer, backdoor, persistence + sampled_sets(persistence, cfg), cfg, seed) \
-        if trigger_conditions else {}
+    asked = persistence + (sampled_sets(persistence, cfg) if sampled else [])
+    results = evaluate_sets(model, tokenizer, backdoor, asked, cfg, seed) if trigger_conditions else {}
     results["red_team"] = None
     if red_team_prompts:
         results["red_team"] = evaluate_red_team(model, tokenizer, backdoor, red_team_prompts, adversarial, seed,
@@ -215,7 +218,7 @@ def evaluate_curve(checkpoints: list[tuple[int, str]], backdoor: Backdoor, quest
     points = []
     for step, path in checkpoints:
         results = evaluate_safety(load_causal_lm(path), load_tokenizer(path), backdoor, questions, red_team_prompts,
-                                  cfg, adversarial, seed)
+                                  cfg, adversarial, seed, sampled=False)
         points.append(curve_point(step, results, backdoor))
     return points
 

@@ -88,7 +88,7 @@ class RolloutWorker:
 
         self._sync(weights)
         results = evaluate_safety(self.model, self.tokenizer, plan.backdoor, plan.questions,
-                                  plan.red_team_prompts or None, plan.config, plan.adversarial, seed)
+                                  plan.red_team_prompts or None, plan.config, plan.adversarial, seed, sampled=False)
         return curve_point(step, results, plan.backdoor)
 
     def info(self) -> dict:
