@@ -140,8 +140,9 @@ def paired_differences(run) -> dict:
                                                                   resamples)
     safety = run.stage_record("evaluate_safety")
     if safety:
-        before = evaluated if safety["before_trigger_rates_from"] == "evaluate stage" else \
-            verdicts_by_answer(run, "evaluate_safety", "before")
+        # the trigger conditions' "before" answers may be the evaluate stage's (reused, same prompts)
+        reused = evaluated if safety["before_trigger_rates_from"] == "evaluate stage" else {}
+        before = reused | verdicts_by_answer(run, "evaluate_safety", "before")
         after = verdicts_by_answer(run, "evaluate_safety", "after")
         changes = {c: paired_difference_of(before[c], after[c], resamples) for c in after if c in before}
         if changes:
