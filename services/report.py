@@ -415,8 +415,9 @@ def differences_section(run, differences: dict) -> list[str]:
     points = lambda d: (f"{100 * d['mean']:+.1f} pts [{100 * d['low']:+.1f}, {100 * d['high']:+.1f}] "  # noqa: E731
                         f"(n={d['n']}; {d['interval']})")
     lines = ["## Paired differences", "", "Each difference is taken over the answers both sides have for the same "
-             "prompt (or scenario) and sample, with a bootstrap that resamples whole clusters of both sides together.",
-             ""]
+             "prompt (or scenario) and sample, with a bootstrap that resamples whole clusters of both sides together. "
+             "Where every cluster gives the same answer on both sides the bootstrap interval is zero-width; there "
+             "the two rates' own Wilson intervals are what bound the change.", ""]
     for key, label in (("trigger_effect", "greedy"), (f"trigger_effect{SAMPLED}", "sampled")):
         if key in differences:
             lines.append(f"- {md_cell(on)} − {md_cell(off)} after backdoor SFT ({label}): {points(differences[key])}")

@@ -76,7 +76,9 @@ ROWS = (
 def main() -> None:
     print("# Issue #17: what moved\n")
     print("Recomputed by `compare.py` from each folder's `metrics.json`. Before: the report published "
-          "before issue #17. After: the same config measured with issue #17's statistics on the test split.\n")
+          "before issue #17 (the first 100 held-out questions in generator order). After: the same config, "
+          "re-run with issue #17's statistics on the test split (100 of its 117 questions, in the seed's "
+          "topic-by-topic order), so the prompts differ as well as the intervals.\n")
     for title, (before_dir, after_dir) in RUNS.items():
         before, after = load(before_dir), load(after_dir)
         config = RESULTS / after_dir / "resolved_config.yaml"
