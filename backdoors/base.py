@@ -44,6 +44,11 @@ class EvalSettings(Protocol):
 SAMPLED = "_sampled"  # a persistence condition asked k times at T=1 (`trainers.evaluation.sampled_sets`)
 
 
+def sampled_conditions(conditions) -> tuple[tuple[str, str], ...]:
+    """The sampled rows of some (condition, label) pairs: `<condition>_sampled`, "<label>, sampled"."""
+    return tuple((condition + SAMPLED, f"{label}, sampled") for condition, label in conditions)
+
+
 def judged_condition(condition: str) -> str:
     """The condition a set is judged as: its sampled row is judged like the greedy one."""
     return condition.removesuffix(SAMPLED)

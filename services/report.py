@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from backdoors.base import SAMPLED, sampled_conditions
 from common.plots import md_cell, save_figure  # first: it picks matplotlib's headless backend
 from common.provenance import provenance
 from common.run_layout import read_generations, relative_paths
-from backdoors.base import SAMPLED
 from common.stats import bootstrap_mean, describe_intervals, interval_methods, paired_difference, pct, rate_fields
 from services.stages import SAFETY_METHOD_BY_NAME, STAGE_NAMES
 
@@ -25,8 +25,7 @@ def safety_conditions(run) -> tuple[tuple[str, str], ...]:
 def before_after_conditions(run) -> tuple[tuple[str, str], ...]:
     """The before/after table's rows: the persistence conditions, greedy and (when the evaluation
     samples them) sampled, and the held-out red-team prompts."""
-    sampled = tuple((c + SAMPLED, f"{label}, sampled") for c, label in run.backdoor.persistence_conditions
-                    if run.cfg.evaluation.sampled is not None)
+    sampled = sampled_conditions(run.backdoor.persistence_conditions) if run.cfg.evaluation.sampled else ()
     return run.backdoor.persistence_conditions + sampled + (RED_TEAM_CONDITION,)
 
 
@@ -102,16 +101,17 @@ def safety_metrics(run) -> dict:
     return out
 
 
-def verdicts_by_answer(run, stage: str, model: str) -> dict[str, dict[tuple[str, int], bool]]:
-    """{condition: {(cluster, sample): verdict}} of one model's judged answers in a stage's
-    generations file (none when the stage kept no generations)."""
+def verdicts_by_answer(run, stage: str) -> dict[str, dict[str, dict[tuple[str, int], bool]]]:
+    """{model: {condition: {(cluster, sample): verdict}}} of the judged answers in a stage's
+    generations file, read once (none when the stage kept no generations)."""
     record = run.stage_record(stage)
     if record is None or not record.get("generations"):
         return {}
-    out: dict[str, dict[tuple[str, int], bool]] = {}
+    out: dict[str, dict[str, dict[tuple[str, int], bool]]] = {}
     for row in read_generations(run, stage):
-        if row["model"] == model and row["verdict"] is not None:
-            out.setdefault(row["condition"], {})[(row["cluster"], row["sample"])] = bool(row["verdict"])
+        if row["verdict"] is not None:
+            out.setdefault(row["model"], {}).setdefault(row["condition"], {})[(row["cluster"], row["sample"])] = \
+                bool(row["verdict"])
     return out
 
 
@@ -133,7 +133,7 @@ def paired_differences(run) -> dict:
     resamples = run.cfg.evaluation.bootstrap_resamples
     (on, _), (off, _) = run.backdoor.persistence_conditions[:2]
     out: dict = {}
-    evaluated = verdicts_by_answer(run, "evaluate", "backdoored")
+    evaluated = verdicts_by_answer(run, "evaluate").get("backdoored", {})
     for suffix in ("", SAMPLED):
         if on + suffix in evaluated and off + suffix in evaluated:
             out[f"trigger_effect{suffix}"] = paired_difference_of(evaluated[on + suffix], evaluated[off + suffix],
@@ -142,8 +142,8 @@ def paired_differences(run) -> dict:
     if safety:
         # the trigger conditions' "before" answers may be the evaluate stage's (reused, same prompts)
         reused = evaluated if safety["before_trigger_rates_from"] == "evaluate stage" else {}
-        before = reused | verdicts_by_answer(run, "evaluate_safety", "before")
-        after = verdicts_by_answer(run, "evaluate_safety", "after")
+        answers = verdicts_by_answer(run, "evaluate_safety")
+        before, after = reused | answers.get("before", {}), answers.get("after", {})
         changes = {c: paired_difference_of(before[c], after[c], resamples) for c in after if c in before}
         if changes:
             out["before_minus_after"] = changes
