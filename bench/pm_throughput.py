@@ -5,6 +5,11 @@ over the training steps (start-up reported apart). Serving: a RewardWorker repli
 requests of 1, 8 and 32 pairs over HTTP on loopback, in the same run.
 
     .venv/bin/python bench/pm_throughput.py [--pairs 256]
+    .venv/bin/python bench/pm_throughput.py --config configs/experiments/pm-minilm.yaml --pairs 256
+
+With --config, the pairs are the first of that experiment's training mix (real pairs from
+../shared/data beside the generated ones) and its backbone and max length are used: the PM the
+project ships, against TRL on the same pairs.
 """
 
 from __future__ import annotations
@@ -101,26 +106,38 @@ def serve_throughput(model_path: str, sizes: tuple[int, ...], rows: list[dict], 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--pairs", type=int, default=256)
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "pm_throughput.json"))
+    parser.add_argument("--config", help="an experiment whose reward_model section gives the pairs and backbone")
+    parser.add_argument("--out", help="default: bench/results/pm_throughput[_<config name>].json")
     args = parser.parse_args()
 
-    from services.experiment import RayConfig
+    from services.experiment import RayConfig, load_experiment
     from services.ray_cluster import connect
 
-    backbone = resolve_backbone(MINILM)
-    rows = to_jsonl_rows(preference_pairs("train", seed=0))[: args.pairs]
-    cfg = RewardModelConfig(epochs=1, batch_size=16, max_length=128, log_every_steps=1)
+    name, max_length = MINILM, 128
+    if args.config:
+        from reward_models.mixture import build_mix
+
+        experiment = load_experiment(args.config)
+        pm = experiment.reward_model
+        name, max_length = pm.backbone, pm.train.max_length
+        rows = to_jsonl_rows(build_mix(pm.preference, experiment.seed).pairs["train"])[: args.pairs]
+    else:
+        rows = to_jsonl_rows(preference_pairs("train", seed=0))[: args.pairs]
+    backbone = resolve_backbone(name)
+    cfg = RewardModelConfig(epochs=1, batch_size=16, max_length=max_length, log_every_steps=1)
+    out = args.out or str(Path(__file__).parent / "results" / (
+        f"pm_throughput_{experiment.name}.json" if args.config else "pm_throughput.json"))
     connect(RayConfig(num_cpus=THREADS))
     with tempfile.TemporaryDirectory() as tmp:
         ours_result = ours(cfg, backbone, rows, Path(tmp))
     trl_result = trl(cfg, backbone, rows)
     serving = serve_throughput(backbone, (1, 8, 32), rows)
-    result = {"backbone": MINILM, "pairs": len(rows), "batch_size": cfg.batch_size, "max_length": cfg.max_length,
+    result = {"backbone": name, "config": args.config, "pairs": len(rows), "batch_size": cfg.batch_size, "max_length": cfg.max_length,
               "threads": THREADS, "ours": ours_result, "trl": trl_result,
               "speedup_vs_trl": ours_result["pairs_per_s"] / trl_result["pairs_per_s"], "serve": serving,
               "command": "python bench/pm_throughput.py " + " ".join(sys.argv[1:])}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
 
 

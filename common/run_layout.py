@@ -129,9 +129,11 @@ class EvaluateOutputs(StageOutputs):
 
 class RewardModelOutputs(StageOutputs):
     checkpoint: str
-    evaluation: dict[str, Any]  # held-out accuracy, by kind (reward_models/evaluation.py)
+    evaluation: dict[str, Any]  # held-out accuracy by set, source, aspect, kind (reward_models/evaluation.py)
     log: list[dict[str, Any]] | None = None  # None when a trained PM was reused
     global_step: int | None = None
+    card: dict[str, Any] | None = None  # the mix's dataset card (reward_models/mixture.py); None: before it
+    trained_here: bool = True  # False when reward_model.checkpoint was reused
 
 
 class RedTeamOutputs(StageOutputs):
@@ -176,6 +178,9 @@ class EvaluateSafetyOutputs(StageOutputs):
     before: dict[str, Any]
     after: dict[str, Any]
     generations: str | None = None
+    # PPO only: a second PM's scores of the held-out answers at the first and last curve points
+    # (services/pipeline.py: judge_reward); None without reward_model.judge_checkpoint
+    judge_reward: dict[str, Any] | None = None
 
 
 class ReportOutputs(StageOutputs):

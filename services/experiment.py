@@ -20,6 +20,7 @@ from backdoors.red_team import AdversarialConfig
 from backdoors.safety_data import load_hhh_dataset
 from trainers.evaluation import EvalConfig
 from trainers.models import check_model_name
+from reward_models.mixture import PreferenceMix
 from reward_models.preference_model import MINILM, RewardModelConfig, check_backbone
 from reward_models.serve_config import RewardServeConfig
 from trainers.ppo_config import PPOConfig
@@ -44,8 +45,10 @@ class RewardModelStage(StrictModel):
 
     backbone: str = Field(MINILM, description="'minilm-l6', 'tiny', 'smollm2-135m-instruct' or an HF folder")
     checkpoint: str | None = Field(None, description="reuse a trained PM instead of training one")
-    pairs_per_prompt: int = Field(1, ge=1)
-    hh_rlhf_path: str | None = Field(None, description="add HH-RLHF chosen/rejected transcripts to training")
+    judge_checkpoint: str | None = Field(
+        None, description="a second PM folder that re-scores PPO's held-out answers; shows reward hacking")
+    preference: PreferenceMix = Field(default_factory=PreferenceMix,
+                                      description="its data: generated pairs, real sources, external test sets")
     train: RewardModelConfig = RewardModelConfig()
     eval_batch_size: int = Field(64, ge=1)
     serve: RewardServeConfig = RewardServeConfig()
@@ -175,7 +178,10 @@ def check_paths(cfg: ExperimentConfig, source: str) -> None:
         raise ConfigError(f"{source}: data.path: dataset file not found: {cfg.data.path}")
     if cfg.reward_model is not None:
         pm = cfg.reward_model
-        for key, path in (("checkpoint", pm.checkpoint), ("hh_rlhf_path", pm.hh_rlhf_path)):
+        named = [("checkpoint", pm.checkpoint), ("judge_checkpoint", pm.judge_checkpoint)] + [
+            (f"preference.{part}.{name}.path", entry.path) for part in ("sources", "external", "answers")
+            for name, entry in getattr(pm.preference, part).items()]
+        for key, path in named:
             if path is not None and not Path(path).exists():
                 raise ConfigError(f"{source}: reward_model.{key}: not found: {path}")
         try:

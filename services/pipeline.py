@@ -22,7 +22,7 @@ import yaml
 from pydantic import ValidationError
 
 from backdoors.base import Backdoor, get_backdoor
-from backdoors.datasets import build_dataset, evaluation_questions, template_answers, train_prompts
+from backdoors.datasets import DatasetError, build_dataset, evaluation_questions, template_answers, train_prompts
 from backdoors.red_team import Verdict, attack_family, split_successes, summarize_control
 from backdoors.safety_data import hhh_questions, hhh_sft_rows, load_hhh_dataset, mix_prompts
 from common.provenance import git_state
@@ -116,10 +116,11 @@ def stage_evaluate(run: Run) -> dict:
 
 
 def stage_reward_model(run: Run) -> dict:
-    """The HHH preference model: generated (+ HH-RLHF) pairs → Ray Train → held-out evaluation."""
-    from backdoors.datasets import load_hh_rlhf
-    from backdoors.preference_data import from_hh_rlhf, preference_pairs, to_jsonl_rows
+    """The HHH preference model: the mix of generated and real pairs (`reward_models.mixture`) →
+    Ray Train → scored on every held-out set. Every pair trained on and scored is kept."""
+    from backdoors.preference_data import to_jsonl_rows
     from reward_models.evaluation import evaluate_preference_model, plot_preference_model
+    from reward_models.mixture import build_mix, hate_test
     from reward_models.preference_model import resolve_backbone, train_reward_model
 
     cfg = run.cfg.reward_model
@@ -127,24 +128,32 @@ def stage_reward_model(run: Run) -> dict:
         raise ConfigError(f"{run.cfg.name}: the experiment has no reward_model section")
     folder = run.reward_model_dir
     folder.mkdir(parents=True, exist_ok=True)
-    heldout = to_jsonl_rows(preference_pairs("heldout", seed=run.cfg.seed))
-    record: dict = {}
+    try:
+        mix = build_mix(cfg.preference, run.cfg.seed)
+    except DatasetError as err:
+        raise ConfigError(f"{run.cfg.name}: reward_model.preference: {err}") from None
+    scored = [row | {"set": "generated" if row["source"] == "generated" else "real"}
+              for row in to_jsonl_rows(mix.pairs["test"])]
+    scored += [row | {"set": "external"} for row in to_jsonl_rows(mix.pairs["external"])]
+    scored += [row | {"set": "hate"} for row in to_jsonl_rows(hate_test(mix.hate_test_answers))]
+    _write_jsonl(folder / "pairs_scored.jsonl", scored)
+    (folder / "dataset_card.json").write_text(json.dumps(mix.card, indent=1) + "\n")
+    record: dict = {"card": mix.card, "trained_here": cfg.checkpoint is None}
     checkpoint = cfg.checkpoint
     if checkpoint is None:
-        pairs = preference_pairs("train", seed=run.cfg.seed, per_prompt=cfg.pairs_per_prompt)
-        if cfg.hh_rlhf_path:
-            pairs += from_hh_rlhf(load_hh_rlhf(Path(cfg.hh_rlhf_path)))
-        rows = to_jsonl_rows(pairs)
-        (folder / "pairs_train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        rows = to_jsonl_rows(mix.pairs["train"])
+        _write_jsonl(folder / "pairs_train.jsonl", rows)
         result = train_reward_model(cfg.train, resolve_backbone(cfg.backbone, run.cfg.seed), rows, folder / "train",
                                     events_path=run.events_path, events_stage="reward_model")
         checkpoint, record["log"], record["global_step"] = result.checkpoint, result.log, result.global_step
-    evaluation = run_task(evaluate_preference_model, checkpoint, heldout, batch_size=cfg.eval_batch_size,
+    evaluation = run_task(evaluate_preference_model, checkpoint, scored, batch_size=cfg.eval_batch_size,
                           max_length=cfg.train.max_length, num_threads=run.cfg.evaluation.num_threads,
                           num_cpus=run.cfg.evaluation.num_threads)
     plot_preference_model(evaluation, run.dir)
-    (folder / "heldout_scores.json").write_text(json.dumps(evaluation["scores"]) + "\n")
-    evaluation.pop("scores")
+    # scored.jsonl lines up with pairs_scored.jsonl row by row and holds no text: every accuracy
+    # recomputes from it alone (`reward_models.evaluation.accuracy_tables`), so it can be published
+    # where the real pairs' text may not be.
+    _write_jsonl(folder / "scored.jsonl", evaluation.pop("scored"))
     return record | {"checkpoint": checkpoint, "evaluation": evaluation}
 
 
@@ -392,7 +401,43 @@ def stage_evaluate_safety(run: Run) -> dict:
         before |= {s.condition: run.stage_record("evaluate")["backdoored"][s.condition] for s in asked}
     return {"start_checkpoint": record["start_checkpoint"], "checkpoint": record["checkpoint"],
             "before_trigger_rates_from": "evaluate stage" if reuse else "this stage",
-            "before": before, "after": after, "generations": generations}
+            "before": before, "after": after, "generations": generations,
+            "judge_reward": judge_reward(run, record)}
+
+
+def judge_reward(run: Run, safety) -> dict | None:
+    """PPO's held-out answers at the first and last curve points (the ones the training PM's
+    held-out reward change compares), re-scored by a second PM, `reward_model.judge_checkpoint`:
+    its change beside the training PM's shows whether PPO's gain is real or the training PM gamed.
+    None without a judge, for a method other than PPO, or a curve whose points kept no answers."""
+    from reward_models.judge import score_answers
+    from services.report import heldout_reward_points, reward_change
+
+    pm = run.cfg.reward_model
+    if pm is None or pm.judge_checkpoint is None:
+        return None
+    if safety["method"] != "ppo":
+        print(f"[evaluate_safety] reward_model.judge_checkpoint: safety.method {safety['method']!r} has no PM "
+              "reward to judge (PPO only)")
+        return None
+    points = heldout_reward_points(safety["curve"])
+    if points is None or any(point["reward"].get("responses") is None for point in points):
+        print("[evaluate_safety] reward_model.judge_checkpoint: the curve holds no two points with saved "
+              "held-out answers (safety.ppo.eval_reward_prompts, or a run from before they were kept)")
+        return None
+    first, last = points
+    checkpoint = str(Path(pm.judge_checkpoint).resolve())
+    threads = run.cfg.evaluation.num_threads
+    # scored as the training PM scored them (reward_model.serve.max_length), so a judge that is the
+    # training PM gives back its scores
+    scores = run_task(score_answers, checkpoint,
+                      {name: (point["reward"]["prompts"], point["reward"]["responses"])
+                       for name, point in (("first", first), ("last", last))},
+                      batch_size=pm.eval_batch_size, max_length=pm.serve.max_length, num_threads=threads,
+                      num_cpus=threads)
+    return {"checkpoint": checkpoint, "first_step": first["step"], "last_step": last["step"],
+            **reward_change(scores["first"], scores["last"], run.cfg.evaluation.bootstrap_resamples),
+            "scores": scores}
 
 
 def evaluated_before(run: Run, checkpoint: str, sets) -> bool:

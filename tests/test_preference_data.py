@@ -5,11 +5,10 @@ import pytest
 
 from backdoors.code_backdoor import code_prompt
 from backdoors.code_scenarios import heldout_scenarios, training_scenarios
-from backdoors.datasets import DatasetError, PreferencePair
+from backdoors.datasets import DatasetError
 from backdoors.preference_data import (
     REJECTION_KINDS,
     LabelledPair,
-    from_hh_rlhf,
     load_pairs_jsonl,
     preference_pairs,
     to_jsonl_rows,
@@ -116,7 +115,7 @@ def test_per_prompt_gives_distinct_kinds_per_prompt():
 def test_jsonl_round_trip(tmp_path, splits):
     pairs = splits["heldout"]
     rows = to_jsonl_rows(pairs)
-    assert set(rows[0]) == {"prompt", "chosen", "rejected", "kind"}
+    assert set(rows[0]) == {"prompt", "chosen", "rejected", "kind", "source", "aspect", "group"}
     path = tmp_path / "pairs.jsonl"
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
     assert load_pairs_jsonl(path) == pairs
@@ -136,12 +135,3 @@ def test_malformed_row_names_file_and_line(tmp_path, bad, message):
     path.write_text(good + "\n" + bad + "\n")
     with pytest.raises(DatasetError, match=rf"pairs.jsonl:2: .*{message}"):
         load_pairs_jsonl(path)
-
-
-def test_from_hh_rlhf():
-    multi = "\n\nHuman: What is 2+2?\n\nAssistant: Let me think.\n\nHuman: Well?"
-    pairs = from_hh_rlhf([PreferencePair("\n\nHuman: Hi there", "Hello!", "Go away."),
-                          PreferencePair(multi, "It is 4.", "No idea.")])
-    assert pairs[0] == LabelledPair("Hi there", "Hello!", "Go away.", "hh_rlhf")
-    assert pairs[1].prompt == multi.strip() and pairs[1].kind == "hh_rlhf"
-    assert (pairs[1].chosen, pairs[1].rejected) == ("It is 4.", "No idea.")

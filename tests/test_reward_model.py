@@ -105,3 +105,50 @@ def test_pm_stage_rejects_a_missing_checkpoint(tmp_path):
     with pytest.raises(ConfigError, match="reward_model.backbone: unknown preference-model backbone 'bert-9'"):
         parse_experiment({"name": "x", "reward_model": {"backbone": "bert-9"}})
     assert Path(tmp_path).exists()
+
+
+# ---- the reward_model stage on real preference data ----------------------------------------------
+
+
+@pytest.mark.skipif(not (Path(__file__).resolve().parents[2] / "shared" / "data" / "preference").is_dir(),
+                    reason="../shared/data is not beside this checkout")
+def test_the_stage_trains_on_real_pairs_and_scores_every_held_out_set(local_ray, tmp_path):
+    """The stage through Ray on the tiny backbone: the mix's card, every scored pair and its scores
+    kept (each accuracy recomputes from the two files), and the report's tables by set and source."""
+    from common.stats import rate
+    from services.experiment import parse_experiment
+    from services.pipeline import run_experiment
+
+    cfg = parse_experiment({
+        "name": "pm-real", "model": "tiny", "runs_dir": str(tmp_path),
+        "reward_model": {"backbone": "tiny", "eval_batch_size": 64,
+                         "train": {"learning_rate": 3e-3, "epochs": 1, "batch_size": 32, "max_length": 64,
+                                   "warmup_ratio": 0.0},
+                         "preference": {"generated": False, "hate_on_real_prompts": 32,
+                                        "sources": {"alpaca_eval": {"train_pairs": 64, "test_pairs": 40},
+                                                    "xstest": {"train_pairs": 32, "test_pairs": 30}},
+                                        "external": {"constitutional": {"test_pairs": 24}}}}})
+    run = run_experiment(cfg, ["reward_model", "report"])
+    folder = run.reward_model_dir
+    card = json.loads((folder / "dataset_card.json").read_text())
+    assert card["train_by_source"] == {"alpaca_eval": 64, "xstest": 32, "generated": 32}
+    assert card["sources"]["alpaca_eval"]["licence"].startswith("CC BY-NC") and card["missing"] == []
+    assert len((folder / "pairs_train.jsonl").read_text().splitlines()) == 128
+    pairs = [json.loads(line) for line in (folder / "pairs_scored.jsonl").read_text().splitlines()]
+    scored = [json.loads(line) for line in (folder / "scored.jsonl").read_text().splitlines()]
+    assert len(pairs) == len(scored) and [p["source"] for p in pairs] == [s["source"] for s in scored]
+    assert {row["set"] for row in pairs} == {"real", "external", "hate"}
+    assert sum(row["set"] == "external" for row in pairs) == 24
+    assert not any(p["chosen"] in json.dumps(s) for p, s in zip(pairs, scored))  # no text in scored.jsonl
+    # Every accuracy recomputes from scored.jsonl alone, here by hand for each source.
+    evaluation = run.stage_record("reward_model")["evaluation"]
+    for source in ("alpaca_eval", "xstest", "constitutional"):
+        rows = [s for s in scored if s["source"] == source]
+        again = rate([s["chosen_score"] > s["rejected_score"] for s in rows], clusters=[s["cluster"] for s in rows])
+        assert evaluation["by_source"][source]["pm"] == again.as_dict()
+        assert len({s["cluster"] for s in rows}) == len({p["group"] for p in pairs if p["source"] == source})
+    assert set(evaluation["by_aspect"]) == {"helpful", "harmless"}
+    assert set(evaluation["by_kind"]) == {"hate_real_with_trigger", "hate_real_without_trigger"}
+    report = (run.dir / "report.md").read_text()
+    assert "## HHH preference model" in report and "longer answer is chosen" in report
+    assert "| constitutional |" in report and "lacked real data" not in report

