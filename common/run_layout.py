@@ -127,13 +127,20 @@ class EvaluateOutputs(StageOutputs):
     generations: str | None = None  # its answers, relative to the run folder (None: run before they were kept)
 
 
-class RewardModelOutputs(StageOutputs):
+class PreferenceModelOutputs(StageOutputs):
+    """One PM: where it is, what it was trained on, how it scored the held-out pairs."""
+
     checkpoint: str
     evaluation: dict[str, Any]  # held-out accuracy by set, source, aspect, kind (reward_models/evaluation.py)
     log: list[dict[str, Any]] | None = None  # None when a trained PM was reused
     global_step: int | None = None
     card: dict[str, Any] | None = None  # the mix's dataset card (reward_models/mixture.py); None: before it
-    trained_here: bool = True  # False when reward_model.checkpoint was reused
+    trained_here: bool = True  # False when its checkpoint was reused
+
+
+class RewardModelOutputs(PreferenceModelOutputs):
+    # reward_model.judge: scored on the same held-out pairs as the PM (files under reward_model/judge/)
+    judge: PreferenceModelOutputs | None = None
 
 
 class RedTeamOutputs(StageOutputs):
@@ -179,7 +186,7 @@ class EvaluateSafetyOutputs(StageOutputs):
     after: dict[str, Any]
     generations: str | None = None
     # PPO only: a second PM's scores of the held-out answers at the first and last curve points
-    # (services/pipeline.py: judge_reward); None without reward_model.judge_checkpoint
+    # (services/pipeline.py: judge_reward); None without reward_model.judge
     judge_reward: dict[str, Any] | None = None
 
 

@@ -40,18 +40,38 @@ class RayConfig(StrictModel):
     object_store_mb: int = Field(512, ge=64)
 
 
-class RewardModelStage(StrictModel):
-    """The HHH preference model: trained here, or reused from a checkpoint folder."""
+class PreferenceModelSpec(StrictModel):
+    """One preference model: trained here on its data, or reused from a checkpoint folder."""
 
     backbone: str = Field(MINILM, description="'minilm-l6', 'tiny', 'smollm2-135m-instruct' or an HF folder")
     checkpoint: str | None = Field(None, description="reuse a trained PM instead of training one")
-    judge_checkpoint: str | None = Field(
-        None, description="a second PM folder that re-scores PPO's held-out answers; shows reward hacking")
     preference: PreferenceMix = Field(default_factory=PreferenceMix,
                                       description="its data: generated pairs, real sources, external test sets")
     train: RewardModelConfig = RewardModelConfig()
     eval_batch_size: int = Field(64, ge=1)
+
+
+class RewardModelStage(PreferenceModelSpec):
+    """The HHH preference model PPO trains against, and an optional judge beside it."""
+
+    judge: PreferenceModelSpec | None = Field(
+        None, description="a second PM, trained on other data or reused, that re-scores PPO's held-out "
+                          "answers: a training-PM gain it does not share is a sign of reward hacking")
     serve: RewardServeConfig = RewardServeConfig()
+
+    @model_validator(mode="after")
+    def _judge_splits_as_the_pm(self) -> RewardModelStage:
+        # The judge is scored on the PM's held-out pairs; a pair's split is fixed by its source,
+        # group and these shares (reward_models.mixture.pair_split), so equal shares keep those
+        # pairs out of the judge's training data too.
+        judge = self.judge
+        if judge is not None and judge.checkpoint is None and (
+                (judge.preference.test_share, judge.preference.dev_share)
+                != (self.preference.test_share, self.preference.dev_share)):
+            raise ValueError("judge.preference.test_share and dev_share must equal the PM's "
+                             f"({self.preference.test_share}, {self.preference.dev_share}): the judge is scored "
+                             "on the PM's held-out pairs and must not train on them")
+        return self
 
 
 class HHHSFTConfig(StrictModel):
@@ -168,6 +188,21 @@ def parse_experiment(raw: dict | ExperimentConfig, source: str = "config", check
     return cfg
 
 
+def check_pm_paths(spec: PreferenceModelSpec, where: str) -> None:
+    """A PM's checkpoint, data files and backbone: each is there (`where` prefixes the error)."""
+    named = [("checkpoint", spec.checkpoint)] + [
+        (f"preference.{part}.{name}.path", entry.path) for part in ("sources", "external", "answers")
+        for name, entry in getattr(spec.preference, part).items()]
+    for key, path in named:
+        if path is not None and not Path(path).exists():
+            raise ConfigError(f"{where}.{key}: not found: {path}")
+    try:
+        if spec.checkpoint is None:
+            check_backbone(spec.backbone)
+    except ValueError as err:
+        raise ConfigError(f"{where}.backbone: {err}") from None
+
+
 def check_paths(cfg: ExperimentConfig, source: str) -> None:
     """The fields that name models and files: each names something that is there."""
     try:
@@ -178,17 +213,9 @@ def check_paths(cfg: ExperimentConfig, source: str) -> None:
         raise ConfigError(f"{source}: data.path: dataset file not found: {cfg.data.path}")
     if cfg.reward_model is not None:
         pm = cfg.reward_model
-        named = [("checkpoint", pm.checkpoint), ("judge_checkpoint", pm.judge_checkpoint)] + [
-            (f"preference.{part}.{name}.path", entry.path) for part in ("sources", "external", "answers")
-            for name, entry in getattr(pm.preference, part).items()]
-        for key, path in named:
-            if path is not None and not Path(path).exists():
-                raise ConfigError(f"{source}: reward_model.{key}: not found: {path}")
-        try:
-            if pm.checkpoint is None:
-                check_backbone(pm.backbone)
-        except ValueError as err:
-            raise ConfigError(f"{source}: reward_model.backbone: {err}") from None
+        for prefix, spec in (("reward_model", pm), ("reward_model.judge", pm.judge)):
+            if spec is not None:
+                check_pm_paths(spec, f"{source}: {prefix}")
     safety = cfg.safety
     if safety is None:
         return

@@ -117,39 +117,59 @@ def stage_evaluate(run: Run) -> dict:
 
 def stage_reward_model(run: Run) -> dict:
     """The HHH preference model: the mix of generated and real pairs (`reward_models.mixture`) →
-    Ray Train → scored on every held-out set. Every pair trained on and scored is kept."""
+    Ray Train → scored on every held-out set; then its judge, if any, trained on its own mix and
+    scored on the same held-out pairs. Every pair trained on and scored is kept."""
     from backdoors.preference_data import to_jsonl_rows
-    from reward_models.evaluation import evaluate_preference_model, plot_preference_model
-    from reward_models.mixture import build_mix, hate_test
-    from reward_models.preference_model import resolve_backbone, train_reward_model
+    from reward_models.mixture import hate_test
 
     cfg = run.cfg.reward_model
     if cfg is None:
         raise ConfigError(f"{run.cfg.name}: the experiment has no reward_model section")
     folder = run.reward_model_dir
-    folder.mkdir(parents=True, exist_ok=True)
-    try:
-        mix = build_mix(cfg.preference, run.cfg.seed)
-    except DatasetError as err:
-        raise ConfigError(f"{run.cfg.name}: reward_model.preference: {err}") from None
+    mix = preference_mix(run, cfg, "reward_model")
     scored = [row | {"set": "generated" if row["source"] == "generated" else "real"}
               for row in to_jsonl_rows(mix.pairs["test"])]
     scored += [row | {"set": "external"} for row in to_jsonl_rows(mix.pairs["external"])]
     scored += [row | {"set": "hate"} for row in to_jsonl_rows(hate_test(mix.hate_test_answers))]
+    folder.mkdir(parents=True, exist_ok=True)
     _write_jsonl(folder / "pairs_scored.jsonl", scored)
+    record = train_and_score(run, cfg, mix, scored, folder)
+    if cfg.judge is not None:
+        judge_mix = preference_mix(run, cfg.judge, "reward_model.judge")
+        record["judge"] = train_and_score(run, cfg.judge, judge_mix, scored, folder / "judge")
+    return record
+
+
+def preference_mix(run: Run, spec, key: str):
+    from reward_models.mixture import build_mix
+
+    try:
+        return build_mix(spec.preference, run.cfg.seed)
+    except DatasetError as err:
+        raise ConfigError(f"{run.cfg.name}: {key}.preference: {err}") from None
+
+
+def train_and_score(run: Run, spec, mix, scored: list[dict], folder: Path) -> dict:
+    """One PM into `folder`: trained on `mix`'s train pairs (or `spec.checkpoint` reused), then
+    scored on `scored`; its dataset card, training pairs and scores are written there."""
+    from backdoors.preference_data import to_jsonl_rows
+    from reward_models.evaluation import evaluate_preference_model, plot_preference_model
+    from reward_models.preference_model import resolve_backbone, train_reward_model
+
+    folder.mkdir(parents=True, exist_ok=True)
     (folder / "dataset_card.json").write_text(json.dumps(mix.card, indent=1) + "\n")
-    record: dict = {"card": mix.card, "trained_here": cfg.checkpoint is None}
-    checkpoint = cfg.checkpoint
+    record: dict = {"card": mix.card, "trained_here": spec.checkpoint is None}
+    checkpoint = spec.checkpoint
     if checkpoint is None:
         rows = to_jsonl_rows(mix.pairs["train"])
         _write_jsonl(folder / "pairs_train.jsonl", rows)
-        result = train_reward_model(cfg.train, resolve_backbone(cfg.backbone, run.cfg.seed), rows, folder / "train",
+        result = train_reward_model(spec.train, resolve_backbone(spec.backbone, run.cfg.seed), rows, folder / "train",
                                     events_path=run.events_path, events_stage="reward_model")
         checkpoint, record["log"], record["global_step"] = result.checkpoint, result.log, result.global_step
-    evaluation = run_task(evaluate_preference_model, checkpoint, scored, batch_size=cfg.eval_batch_size,
-                          max_length=cfg.train.max_length, num_threads=run.cfg.evaluation.num_threads,
+    evaluation = run_task(evaluate_preference_model, checkpoint, scored, batch_size=spec.eval_batch_size,
+                          max_length=spec.train.max_length, num_threads=run.cfg.evaluation.num_threads,
                           num_cpus=run.cfg.evaluation.num_threads)
-    plot_preference_model(evaluation, run.dir)
+    plot_preference_model(evaluation, folder if folder != run.reward_model_dir else run.dir)
     # scored.jsonl lines up with pairs_scored.jsonl row by row and holds no text: every accuracy
     # recomputes from it alone (`reward_models.evaluation.accuracy_tables`), so it can be published
     # where the real pairs' text may not be.
@@ -407,26 +427,27 @@ def stage_evaluate_safety(run: Run) -> dict:
 
 def judge_reward(run: Run, safety) -> dict | None:
     """PPO's held-out answers at the first and last curve points (the ones the training PM's
-    held-out reward change compares), re-scored by a second PM, `reward_model.judge_checkpoint`:
-    its change beside the training PM's shows whether PPO's gain is real or the training PM gamed.
-    None without a judge, for a method other than PPO, or a curve whose points kept no answers."""
+    held-out reward change compares), re-scored by a second PM, `reward_model.judge` (the one the
+    reward_model stage trained, or its checkpoint): its change beside the training PM's shows
+    whether PPO's gain is real or the training PM gamed. None without a judge, for a method other
+    than PPO, or a curve whose points kept no answers."""
     from reward_models.judge import score_answers
     from services.report import heldout_reward_points, reward_change
 
     pm = run.cfg.reward_model
-    if pm is None or pm.judge_checkpoint is None:
+    if pm is None or pm.judge is None:
         return None
     if safety["method"] != "ppo":
-        print(f"[evaluate_safety] reward_model.judge_checkpoint: safety.method {safety['method']!r} has no PM "
+        print(f"[evaluate_safety] reward_model.judge: safety.method {safety['method']!r} has no PM "
               "reward to judge (PPO only)")
         return None
     points = heldout_reward_points(safety["curve"])
     if points is None or any(point["reward"].get("responses") is None for point in points):
-        print("[evaluate_safety] reward_model.judge_checkpoint: the curve holds no two points with saved "
+        print("[evaluate_safety] reward_model.judge: the curve holds no two points with saved "
               "held-out answers (safety.ppo.eval_reward_prompts, or a run from before they were kept)")
         return None
     first, last = points
-    checkpoint = str(Path(pm.judge_checkpoint).resolve())
+    checkpoint = str(Path(pm.judge.checkpoint or run.stage_record("reward_model")["judge"].checkpoint).resolve())
     threads = run.cfg.evaluation.num_threads
     # scored as the training PM scored them (reward_model.serve.max_length), so a judge that is the
     # training PM gives back its scores

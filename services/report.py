@@ -51,20 +51,9 @@ def collect_metrics(run) -> dict:
     pm = run.stage_record("reward_model")
     if pm:
         metrics["stage_wall_s"]["reward_model"] = pm.wall_s
-        card, scored = pm.get("card") or {}, pm["evaluation"]
-        if "by_set" not in scored:  # a record from before real data: generated pairs, no length baseline
-            scored = {"by_set": {"generated": {"pm": scored["accuracy"]}}, "by_source": {}, "by_aspect": {},
-                      "by_kind": {kind: {"pm": r} for kind, r in scored["accuracy_by_kind"].items()}}
-        metrics["reward_model"] = {"checkpoint": pm["checkpoint"], "global_step": pm.get("global_step"),
-                                   **{k: scored[k] for k in ("by_set", "by_source", "by_aspect", "by_kind")},
-                                   "trained_here": pm.get("trained_here", True),
-                                   "kept": (run.reward_model_dir / "scored.jsonl").is_file(),
-                                   "train_by_source": card.get("train_by_source", {}),
-                                   "missing_sources": [m["source"] for m in card.get("missing", [])],
-                                   "data": {name: {k: entry[k] for k in ("path", "licence", "aspect", "rows_read",
-                                                                         "skipped", "pairs")}
-                                            for name, entry in (card.get("sources", {})
-                                                                | card.get("external", {})).items()}}
+        metrics["reward_model"] = pm_metrics(pm.outputs, kept=(run.reward_model_dir / "scored.jsonl").is_file())
+        if pm.get("judge") is not None:
+            metrics["reward_model"]["judge"] = pm_metrics(pm["judge"], kept=True)
     if evaluation:
         metrics |= run.backdoor.metrics({"backdoored": evaluation["backdoored"]})
     if paired := paired_differences(run):
@@ -76,6 +65,21 @@ def collect_metrics(run) -> dict:
     return relative_paths(metrics, run.dir)
 
 
+def pm_metrics(pm, kept: bool) -> dict:
+    """A PM's record (`common.run_layout.PreferenceModelOutputs`) as metrics.json shows it."""
+    card, scored = pm.card or {}, pm.evaluation
+    if "by_set" not in scored:  # a record from before real data: generated pairs, no length baseline
+        scored = {"by_set": {"generated": {"pm": scored["accuracy"]}}, "by_source": {}, "by_aspect": {},
+                  "by_kind": {kind: {"pm": r} for kind, r in scored["accuracy_by_kind"].items()}}
+    return {"checkpoint": pm.checkpoint, "global_step": pm.global_step,
+            **{k: scored[k] for k in ("by_set", "by_source", "by_aspect", "by_kind")},
+            "trained_here": pm.trained_here, "kept": kept,
+            "train_by_source": card.get("train_by_source", {}),
+            "missing_sources": [m["source"] for m in card.get("missing", [])],
+            "data": {name: {k: entry[k] for k in ("path", "licence", "aspect", "rows_read", "skipped", "pairs")}
+                     for name, entry in (card.get("sources", {}) | card.get("external", {})).items()}}
+
+
 _SET_NAMES = {"generated": "generated held-out pairs (the project's own kinds, held-out prompts)",
               "real": "real held-out pairs (test split of the sources trained on)",
               "external": "external sets, never trained on",
@@ -83,25 +87,49 @@ _SET_NAMES = {"generated": "generated held-out pairs (the project's own kinds, h
 
 
 def preference_model_section(run, pm: dict) -> tuple[list[str], list[str]]:
-    """Accuracy by set, aspect, source and kind, each beside the length baseline on the same pairs."""
-    def rows(table: dict, names: dict | None = None) -> list[str]:
-        return [f"| {(names or {}).get(key, key)} | {pct(cell['pm'])} | "
-                f"{pct(cell['longer_wins']) if 'longer_wins' in cell else 'not measured'} | "
-                f"{cell['pm']['n']} | {interval_methods([cell['pm']])} |" for key, cell in table.items()]
-
-    header = ["| pairs | PM prefers chosen (95% CI) | longer answer is chosen | n | 95% CI method |",
-              "|---|---|---|---|---|"]
-    train = ", ".join(f"{source} {n}" for source, n in sorted(pm["train_by_source"].items()))
+    """Accuracy by set, aspect, source and kind, each beside the length baseline on the same pairs;
+    then the judge's, on the same held-out pairs."""
     kept = ("Every scored pair is in `reward_model/pairs_scored.jsonl`; its scores, without the text, in "
             "`reward_model/scored.jsonl`, from which every number here recomputes; the data's card: "
             "`reward_model/dataset_card.json`." if pm.get("kept") else
             "(A run from before the pairs and their scores were kept: generated pairs only, no length baseline.)")
     lines = ["## HHH preference model", "",
-             f"Backbone `{run.cfg.reward_model.backbone}`, checkpoint `{pm['checkpoint']}`"
-             + (f"; trained on {train} pairs" if train else "") + ". "
+             f"Backbone `{run.cfg.reward_model.backbone}`, checkpoint `{pm['checkpoint']}`{trained_on(pm)}. "
              "Accuracy = the share of held-out pairs where the PM scores the chosen answer above the rejected one; "
              "\"longer answer is chosen\" is the length baseline on the same pairs. Pairs of one prompt or "
              "instruction form a cluster. " + kept, ""]
+    lines += pm_tables(pm)
+    lines += ["Generated pairs by rejected kind:", "", *_PM_HEADER, *_pm_rows(pm["by_kind"]), "",
+              "![preference model](preference_model.png)", ""]
+    if judge := pm.get("judge"):
+        lines += ["### The judge", "",
+                  f"A second PM, backbone `{run.cfg.reward_model.judge.backbone}`, checkpoint `{judge['checkpoint']}`"
+                  f"{trained_on(judge)}, re-scores PPO's held-out answers beside the training PM (below). Scored "
+                  "here on the same held-out pairs (its scores: `reward_model/judge/scored.jsonl`, its card: "
+                  "`reward_model/judge/dataset_card.json`); the pairs of a source it trained on are held out "
+                  "from it too, as the split is fixed by source and prompt.", ""]
+        lines += pm_tables(judge)
+    return lines, ["preference_model.png"]
+
+
+_PM_HEADER = ["| pairs | PM prefers chosen (95% CI) | longer answer is chosen | n | 95% CI method |",
+              "|---|---|---|---|---|"]
+
+
+def _pm_rows(table: dict, names: dict | None = None) -> list[str]:
+    return [f"| {(names or {}).get(key, key)} | {pct(cell['pm'])} | "
+            f"{pct(cell['longer_wins']) if 'longer_wins' in cell else 'not measured'} | "
+            f"{cell['pm']['n']} | {interval_methods([cell['pm']])} |" for key, cell in table.items()]
+
+
+def trained_on(pm: dict) -> str:
+    train = ", ".join(f"{source} {n}" for source, n in sorted(pm["train_by_source"].items()))
+    return f"; trained on {train} pairs" if train else ""
+
+
+def pm_tables(pm: dict) -> list[str]:
+    """One PM's data and its accuracy by set, aspect and source (`pm_metrics`)."""
+    lines = []
     if not pm["trained_here"]:
         lines += ["This run reused the checkpoint: the data below are what it was scored on here, and the "
                   "training counts describe this config's mix, not necessarily the checkpoint's.", ""]
@@ -113,14 +141,12 @@ def preference_model_section(run, pm: dict) -> tuple[list[str], list[str]]:
                   + " / ".join(str(d["pairs"].get(split, "-")) for split in ("train", "dev", "test")) + " |"
                   for name, d in pm["data"].items()]
         lines += [""]
-    lines += ["By set:", "", *header, *rows(pm["by_set"], _SET_NAMES), ""]
+    lines += ["By set:", "", *_PM_HEADER, *_pm_rows(pm["by_set"], _SET_NAMES), ""]
     if pm["by_aspect"]:
-        lines += ["Real held-out pairs by aspect:", "", *header, *rows(pm["by_aspect"]), ""]
+        lines += ["Real held-out pairs by aspect:", "", *_PM_HEADER, *_pm_rows(pm["by_aspect"]), ""]
     if pm["by_source"]:
-        lines += ["By source:", "", *header, *rows(pm["by_source"]), ""]
-    lines += ["Generated pairs by rejected kind:", "", *header, *rows(pm["by_kind"]), "",
-              "![preference model](preference_model.png)", ""]
-    return lines, ["preference_model.png"]
+        lines += ["By source:", "", *_PM_HEADER, *_pm_rows(pm["by_source"]), ""]
+    return lines
 
 
 def safety_metrics(run) -> dict:

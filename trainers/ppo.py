@@ -248,7 +248,7 @@ def persistence_point(rollout, reward, evaluation: PersistenceEval, cfg: PPOConf
         responses = [strip_scratchpad(t) for t in generated["texts"]]
         scores = reward.score.remote([{"prompt": q, "response": r} for q, r in zip(questions, responses)]).result()
         # The scored text is kept beside its scores: every reward number recomputes from it, and a
-        # second PM (reward_model.judge_checkpoint) re-scores it after training.
+        # second PM (reward_model.judge.checkpoint) re-scores it after training.
         point["reward"] = bootstrap_mean(scores, seed=cfg.seed).as_dict() | {
             "scores": list(scores), "prompts": list(questions), "responses": responses}
         writer.add_scalar("ppo/heldout_reward", point["reward"]["mean"], iteration)

@@ -47,15 +47,16 @@ DATA_FIELDS = (
     DataField("safety.hhh_sft.dataset_path", "hhh_sft", "safety.hhh_sft.dataset_format"),
     # Every preference source's path; only HH-RLHF transcripts can be uploaded, the rest are read
     # from the operator's roots (or their ../shared/data default, which no caller names).
-    *(DataField(f"reward_model.preference.{part}.{name}.path", "hh_rlhf" if name == "hh_rlhf" else name, None)
-      for part in ("sources", "external") for name in SOURCES),
-    *(DataField(f"reward_model.preference.answers.{name}.path", name, None) for name in ANSWER_SOURCES),
+    # The judge's data are named as the PM's are.
+    *(DataField(f"{pm}.preference.{part}.{name}.path", "hh_rlhf" if name == "hh_rlhf" else name, None)
+      for pm in ("reward_model", "reward_model.judge") for part in ("sources", "external") for name in SOURCES),
+    *(DataField(f"{pm}.preference.answers.{name}.path", name, None)
+      for pm in ("reward_model", "reward_model.judge") for name in ANSWER_SOURCES),
 )
 MODEL_FIELDS = (
     ModelField("model", (TINY, SMOLLM2)),
-    ModelField("reward_model.backbone", (MINILM, TINY, SMOLLM2)),
-    ModelField("reward_model.checkpoint", ()),
-    ModelField("reward_model.judge_checkpoint", ()),
+    *(field for pm in ("reward_model", "reward_model.judge")
+      for field in (ModelField(f"{pm}.backbone", (MINILM, TINY, SMOLLM2)), ModelField(f"{pm}.checkpoint", ()))),
     ModelField("safety.start_from", ()),
     ModelField("safety.adversarial.red_team_model", (TINY, SMOLLM2)),
 )

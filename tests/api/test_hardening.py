@@ -78,7 +78,9 @@ PATH_FIELDS = {  # field -> how a config names a server path there
     "data.path": lambda p: {"data": {"answers": "template", "path": p}},
     "model": lambda p: {"model": p},
     "reward_model.checkpoint": lambda p: {"reward_model": {"checkpoint": p}},
-    "reward_model.judge_checkpoint": lambda p: {"reward_model": {"judge_checkpoint": p}},
+    "reward_model.judge.checkpoint": lambda p: {"reward_model": {"judge": {"checkpoint": p}}},
+    "reward_model.judge.preference.sources.pandalm.path":
+        lambda p: {"reward_model": {"judge": {"preference": {"sources": {"pandalm": {"path": p}}}}}},
     "reward_model.preference.sources.hh_rlhf.path":
         lambda p: {"reward_model": {"preference": {"sources": {"hh_rlhf": {"path": p}}}}},
     "reward_model.preference.external.constitutional.path":
@@ -90,7 +92,7 @@ PATH_FIELDS = {  # field -> how a config names a server path there
 
 @pytest.mark.parametrize("field", PATH_FIELDS)
 def test_a_server_path_outside_the_roots_is_refused_and_existence_does_not_show(alice, roots, field):
-    models = ("model", "reward_model.checkpoint", "reward_model.judge_checkpoint", "safety.start_from")
+    models = ("model", "reward_model.checkpoint", "reward_model.judge.checkpoint", "safety.start_from")
     existing = str(roots["private"] / ("model" if field in models else "rows.jsonl"))
     answers = []
     for path in (existing, existing + "-missing", "/etc/passwd"):
