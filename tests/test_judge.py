@@ -1,4 +1,4 @@
-"""A second PM (reward_model.judge.checkpoint) re-scores PPO's held-out answers: the paired reward
+"""A second PM (reward_model.judge) re-scores PPO's held-out answers: the paired reward
 change both PMs share, the judge's record, metrics and report line, on hand-built curves (no Ray)."""
 
 from __future__ import annotations
@@ -172,6 +172,13 @@ def test_the_judge_scores_the_first_and_last_measured_points_answers(tmp_path, m
     assert pipeline.judge_reward(run, {"method": "hhh_sft", "curve": curve()}) is None
     assert pipeline.judge_reward(fake_run(tmp_path, {}), safety) is None  # no judge configured
 
+    # A judge the reward_model stage trained: its checkpoint comes from the stage's record.
+    trained = record("reward_model", checkpoint="/pm", evaluation={},
+                     judge={"checkpoint": str(tmp_path / "judge"), "evaluation": {}})
+    run = fake_run(tmp_path, {"reward_model": trained}, reward_model__judge__backbone="tiny")
+    assert run.cfg.reward_model.judge.checkpoint is None
+    assert pipeline.judge_reward(run, safety)["checkpoint"] == str((tmp_path / "judge").resolve())
+
 
 # ---- scoring with a real (tiny) PM folder ---------------------------------------------------------
 
@@ -206,3 +213,14 @@ def test_a_missing_judge_is_named_before_anything_runs(tmp_path):
         load_experiment(write(tmp_path, base=TINY_PPO, reward_model__judge__checkpoint="/no/such/pm"))
     assert load_experiment(write(tmp_path, base=TINY_PPO, reward_model__judge__checkpoint=str(tmp_path))) \
         .reward_model.judge.checkpoint == str(tmp_path)
+
+
+def test_a_judge_that_splits_otherwise_than_the_pm_is_refused(tmp_path):
+    """The judge is scored on the PM's held-out pairs: with other split shares it could train on them."""
+    with pytest.raises(ConfigError, match="judge.preference.test_share and dev_share must equal the PM's"):
+        load_experiment(write(tmp_path, base=TINY_PPO, reward_model__judge__preference__test_share=0.3))
+    # a reused judge checkpoint is not trained here, so its shares do not matter
+    assert load_experiment(write(tmp_path, base=TINY_PPO, reward_model__judge__checkpoint=str(tmp_path),
+                                 reward_model__judge__preference__test_share=0.3)).reward_model.judge
+    with pytest.raises(ConfigError, match="reward_model.judge.preference.sources.pandalm.path: not found: /no/pandalm"):
+        load_experiment(write(tmp_path, base=TINY_PPO, reward_model__judge__preference__sources__pandalm__path="/no/pandalm"))
