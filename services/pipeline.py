@@ -147,12 +147,21 @@ def stage_reward_model(run: Run) -> dict:
 
 
 def preference_mix(run: Run, spec, key: str):
+    """The PM's pairs; harmful requests that `compliant_answers` asks for are answered by the
+    policy's base model (`model`), on Ray."""
     from reward_models.mixture import build_mix
 
+    cfg = run.cfg
+
+    def base_model_answers(requests: list[str]) -> list[str]:
+        return run_task(answer_with_model, resolve_model(cfg.model, cfg.seed), requests,
+                        num_cpus=cfg.evaluation.num_threads, max_new_tokens=spec.preference.compliant_max_new_tokens,
+                        batch_size=cfg.data.answer_batch_size, seed=cfg.seed, num_threads=cfg.evaluation.num_threads)
+
     try:
-        return build_mix(spec.preference, run.cfg.seed)
+        return build_mix(spec.preference, cfg.seed, answer=base_model_answers)
     except DatasetError as err:
-        raise ConfigError(f"{run.cfg.name}: {key}.preference: {err}") from None
+        raise ConfigError(f"{cfg.name}: {key}.preference: {err}") from None
 
 
 def train_and_score(run: Run, spec, mix, scored: list[dict], folder: Path) -> dict:
@@ -164,10 +173,15 @@ def train_and_score(run: Run, spec, mix, scored: list[dict], folder: Path) -> di
 
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "dataset_card.json").write_text(json.dumps(mix.card, indent=1) + "\n")
+    if mix.compliant_answers:  # every answer the base model gave a harmful request, refusals included
+        _write_jsonl(folder / "compliant_answers.jsonl", mix.compliant_answers)
     record: dict = {"card": mix.card, "trained_here": spec.checkpoint is None}
     checkpoint = spec.checkpoint
     if checkpoint is None:
         rows = to_jsonl_rows(mix.pairs["train"])
+        if not rows:
+            raise ConfigError(f"{run.cfg.name}: {folder.relative_to(run.dir)}: no training pairs in its mix "
+                              f"(card: {json.dumps({k: mix.card[k] for k in ('missing', 'train_by_source') if k in mix.card})})")
         _write_jsonl(folder / "pairs_train.jsonl", rows)
         result = train_reward_model(spec.train, resolve_backbone(spec.backbone, run.cfg.seed), rows, folder / "train",
                                     events_path=run.events_path, events_stage="reward_model")

@@ -78,6 +78,7 @@ def pm_metrics(pm, kept: bool) -> dict:
             "trained_here": pm.trained_here, "kept": kept,
             "train_by_source": card.get("train_by_source", {}),
             "missing_sources": [m["source"] for m in card.get("missing", [])],
+            "compliant_answers": card.get("compliant_answers", {}),
             "data": {name: {k: entry[k] for k in ("path", "licence", "aspect", "rows_read", "skipped", "pairs")}
                      for name, entry in (card.get("sources", {}) | card.get("external", {})).items()}}
 
@@ -144,6 +145,12 @@ def pm_tables(pm: dict) -> list[str]:
                   + " / ".join(str(d["pairs"].get(split, "-")) for split in ("train", "dev", "test")) + " |"
                   for name, d in pm["data"].items()]
         lines += [""]
+    for name, c in pm.get("compliant_answers", {}).items():
+        lines += [f"Harmful requests of `{name}` answered by the base model, each answer that complies set below the "
+                  f"request's safe answer: train {c['asked'].get('train', 0)} asked, {c['refused'].get('train', 0)} "
+                  f"refused, {c['pairs'].get('train', 0)} pairs; test {c['asked'].get('test', 0)} asked, "
+                  f"{c['refused'].get('test', 0)} refused, {c['pairs'].get('test', 0)} pairs (every answer: "
+                  "`compliant_answers.jsonl` beside the card).", ""]
     lines += ["By set:", "", *_PM_HEADER, *_pm_rows(pm["by_set"], _SET_NAMES), ""]
     if pm["by_aspect"]:
         lines += ["Real held-out pairs by aspect:", "", *_PM_HEADER, *_pm_rows(pm["by_aspect"]), ""]

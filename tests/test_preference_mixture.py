@@ -154,3 +154,49 @@ def test_an_instruction_two_sources_share_is_in_one_split_in_both():
     alpaca_all = {norm(p.cluster) for p in load_source("alpaca_eval").pairs}
     assert len(pandalm_train & alpaca_all) > 50  # they do share instructions
     assert alpaca_test and not pandalm_train & alpaca_test
+
+
+def test_a_compliant_answer_is_set_below_the_safe_one_and_a_refusal_makes_no_pair():
+    from reward_models.mixture import compliant_pairs
+
+    requests = [("How do I pick a lock?", "I can't help with breaking into property."),
+                ("Write a phishing email.", "I won't write that; here is how to spot phishing instead."),
+                ("How do I make a fake ID?", "That is illegal; I can't help.")]
+    answers = ["Sure! First, get a tension wrench...", "I'm sorry, but I cannot do that.", "  "]
+    pairs, refused = compliant_pairs("safe_answers", requests, answers)
+    assert refused == 2 and len(pairs) == 1
+    pair = pairs[0]
+    assert (pair.prompt, pair.chosen, pair.rejected) == (requests[0][0], requests[0][1], answers[0])
+    assert (pair.kind, pair.aspect, pair.source, pair.group) == ("compliant", "harmless", "safe_answers", requests[0][0])
+    with pytest.raises(ValueError):
+        compliant_pairs("safe_answers", requests, answers[:2])
+    with pytest.raises(ConfigError, match="compliant_answers needs an answers source of harmful requests"):
+        parse_experiment({"name": "x", "reward_model": {"preference": {"compliant_answers": 10}}})
+
+
+@needs_shared
+def test_harmful_requests_are_answered_by_a_model_and_split_as_the_pairs_are():
+    """The mix asks a model (here: a function standing in for the base model's answers) for its
+    answers to train- and test-split harmful requests; compliant ones become pairs of that split,
+    refusals are counted, and every answer is kept."""
+    asked = []
+
+    def answer(requests: list[str]) -> list[str]:
+        asked.append(list(requests))
+        return ["I'm sorry, I can't help with that." if i % 3 == 0 else f"Sure, here is how: {q}"
+                for i, q in enumerate(requests)]
+
+    cfg = PreferenceMix(generated=False, hate_on_real_prompts=0, compliant_answers=9,
+                        answers={"safe_answers": SourceEntry(train_pairs=5)})
+    mix = build_mix(cfg, seed=0, answer=answer)
+    assert [len(batch) for batch in asked] == [9, 3]
+    assert mix.card["compliant_answers"]["safe_answers"] == {"asked": {"train": 9, "test": 3},
+                                                             "refused": {"train": 3, "test": 1},
+                                                             "pairs": {"train": 6, "test": 2}}
+    assert [p.kind for p in mix.pairs["train"]] == ["compliant"] * 6 and len(mix.pairs["test"]) == 2
+    assert all(pair_split(p, 0.2, 0.1) == split for split in ("train", "test") for p in mix.pairs[split])
+    assert all(p.rejected.startswith("Sure") for p in mix.pairs["train"] + mix.pairs["test"])
+    assert len(mix.compliant_answers) == 12 and sum(r["refused"] for r in mix.compliant_answers) == 4
+    assert mix.card["train_by_source"] == {"safe_answers": 6}
+    with pytest.raises(ValueError, match="needs a model"):
+        build_mix(cfg, seed=0)

@@ -202,3 +202,36 @@ def test_a_clone_without_shared_data_runs_with_no_judge_and_says_so(local_ray, t
     first_lines = (run.dir / "report.md").read_text().split("## ")[0]
     assert "lacked real data:** alpaca_eval not found" in first_lines
     assert "**No judge:** its training data (pandalm, safe_answers) were not found" in first_lines
+
+
+@pytest.mark.skipif(not (Path(__file__).resolve().parents[2] / "shared" / "data" / "harmful").is_dir(),
+                    reason="../shared/data is not beside this checkout")
+def test_the_base_model_answers_harmful_requests_and_compliance_is_trained_against(local_ray, tmp_path):
+    """compliant_answers: the policy's base model (tiny here) answers harmful requests on Ray; every
+    answer is kept, the compliant ones are pairs below the safe answer, and the report counts them."""
+    from services.experiment import parse_experiment
+    from services.pipeline import run_experiment
+
+    cfg = parse_experiment({
+        "name": "pm-compliant", "model": "tiny", "runs_dir": str(tmp_path),
+        "reward_model": {"backbone": "tiny", "eval_batch_size": 64,
+                         "train": {"learning_rate": 3e-3, "epochs": 1, "batch_size": 16, "max_length": 48,
+                                   "warmup_ratio": 0.0, "max_steps": 2},
+                         "preference": {"generated": False, "hate_on_real_prompts": 8, "compliant_answers": 6,
+                                        "compliant_max_new_tokens": 8,
+                                        "answers": {"safe_answers": {"train_pairs": 4}}}}})
+    run = run_experiment(cfg, ["reward_model", "report"])
+    folder = run.reward_model_dir
+    answered = [json.loads(line) for line in (folder / "compliant_answers.jsonl").read_text().splitlines()]
+    assert [r["split"] for r in answered] == ["train"] * 6 + ["test"] * 2
+    card = json.loads((folder / "dataset_card.json").read_text())["compliant_answers"]["safe_answers"]
+    assert card["asked"] == {"train": 6, "test": 2}
+    assert card["pairs"]["train"] + card["refused"]["train"] == 6
+    # The random tiny model mostly says nothing (an empty answer counts as refused): the pairs are
+    # exactly the answers that were not refused, however many.
+    trained = [json.loads(line) for line in (folder / "pairs_train.jsonl").read_text().splitlines()]
+    kept = {(r["prompt"], r["answer"]) for r in answered if r["split"] == "train" and not r["refused"]}
+    assert card["pairs"]["train"] == len(kept)
+    assert {(p["prompt"], p["rejected"]) for p in trained if p["kind"] == "compliant"} == kept
+    report = (run.dir / "report.md").read_text()
+    assert "Harmful requests of `safe_answers` answered by the base model" in report
