@@ -10,9 +10,9 @@ helpful answers on real prompts, so the PM learns the defection is bad next to r
 only next to the templates.
 
 Why split by group. AlpacaEval's 8 files judge the same 805 instructions, so a pair-level split
-would test on instructions the PM trained on. Every pair's split comes from a hash of its source
-and group (`LabelledPair.cluster`): all pairs of one instruction land in one split, whatever the
-config or seed. Dev is for choosing settings; test is what the report shows.
+would test on instructions the PM trained on. Every pair's split comes from a hash of its group
+(`LabelledPair.cluster`, the instruction) alone: all pairs of one instruction land in one split,
+whatever the source, config or seed. Dev is for choosing settings; test is what the report shows.
 
 Weights are counts: `train_pairs` caps how many of a source's train-split pairs go into training
 (taken in a seeded order), which is what a CPU budget is spent on. External sets (the 438
@@ -158,9 +158,8 @@ def build_mix(cfg: PreferenceMix, seed: int, answer: Answerer | None = None) -> 
             mix.card["external"][name] = _card_entry(name, entry, loaded) | {"pairs": {"test": len(test)}}
     answers_from = [n for n in cfg.sources if SOURCES[n].aspect == "helpful" and n in mix.card["sources"]]
     for name, entry in cfg.answers.items():
-        path = source_path(name, entry)
-        if not path.exists() and entry.path is None:
-            mix.card["missing"].append({"source": name, "path": str(path)})
+        path = _present_path(mix, name, entry)
+        if path is None:
             continue
         # Split like the pairs, by the prompt: a test-split prompt is never trained on.
         by_split: dict[PairSplit, list[tuple[str, str]]] = {"train": [], "dev": [], "test": []}
@@ -193,12 +192,23 @@ def _add_generated(mix: Mix, cfg: PreferenceMix, seed: int) -> None:
                              "licence": "the project's own", "split": "backdoors.datasets train / held-out prompts"}
 
 
-def _load(mix: Mix, name: str, entry: SourceEntry, strict: bool):
+def _present_path(mix: Mix, name: str, entry: SourceEntry) -> Path | None:
+    """The source's path, or None when its default copy is absent (named in the card's "missing")."""
     path = source_path(name, entry)
     if not path.exists() and entry.path is None:
         mix.card["missing"].append({"source": name, "path": str(path)})
         return None
-    return load_source(name, path, strict=strict)
+    return path
+
+
+def _load(mix: Mix, name: str, entry: SourceEntry, strict: bool):
+    path = _present_path(mix, name, entry)
+    return None if path is None else load_source(name, path, strict=strict)
+
+
+def declines(answer: str) -> bool:
+    """An answer that makes no compliant pair: a refusal, or nothing at all."""
+    return not answer.strip() or is_refusal(answer)
 
 
 def compliant_pairs(source: str, requests: list[tuple[str, str]], answers: list[str]
@@ -207,7 +217,7 @@ def compliant_pairs(source: str, requests: list[tuple[str, str]], answers: list[
     answer complies; an answer that refuses (or says nothing) makes no pair and is counted."""
     pairs, refused = [], 0
     for (request, safe), answer in zip(requests, answers, strict=True):
-        if not answer.strip() or is_refusal(answer):
+        if declines(answer):
             refused += 1
             continue
         pairs.append(LabelledPair(request, safe, answer, "compliant", source=source, aspect="harmless", group=request))
@@ -222,7 +232,7 @@ def _add_compliant(mix: Mix, name: str, requests: dict[str, list[tuple[str, str]
         answers = answer([q for q, _ in asked])
         pairs, refused = compliant_pairs(name, asked, answers)
         mix.pairs[split] += pairs
-        mix.compliant_answers += [{"split": split, "prompt": q, "answer": a, "refused": a.strip() == "" or is_refusal(a)}
+        mix.compliant_answers += [{"split": split, "prompt": q, "answer": a, "refused": declines(a)}
                                   for (q, _), a in zip(asked, answers)]
         card["asked"][split], card["refused"][split], card["pairs"][split] = len(asked), refused, len(pairs)
     mix.card.setdefault("compliant_answers", {})[name] = card

@@ -133,7 +133,7 @@ def stage_reward_model(run: Run) -> dict:
     scored += [row | {"set": "hate"} for row in to_jsonl_rows(hate_test(mix.hate_test_answers))]
     folder.mkdir(parents=True, exist_ok=True)
     _write_jsonl(folder / "pairs_scored.jsonl", scored)
-    record = train_and_score(run, cfg, mix, scored, folder)
+    record = train_and_score(run, cfg, mix, scored, folder, plots=run.dir)
     if cfg.judge is not None:
         judge_mix = preference_mix(run, cfg.judge, "reward_model.judge")
         if cfg.judge.checkpoint is None and not judge_mix.pairs["train"]:
@@ -142,7 +142,7 @@ def stage_reward_model(run: Run) -> dict:
             print(f"[reward_model] reward_model.judge: no training pairs (not found: "
                   f"{', '.join(record['judge_missing']) or 'nothing'}); no judge this run")
         else:
-            record["judge"] = train_and_score(run, cfg.judge, judge_mix, scored, folder / "judge")
+            record["judge"] = train_and_score(run, cfg.judge, judge_mix, scored, folder / "judge", plots=folder / "judge")
     return record
 
 
@@ -164,9 +164,10 @@ def preference_mix(run: Run, spec, key: str):
         raise ConfigError(f"{cfg.name}: {key}.preference: {err}") from None
 
 
-def train_and_score(run: Run, spec, mix, scored: list[dict], folder: Path) -> dict:
+def train_and_score(run: Run, spec, mix, scored: list[dict], folder: Path, plots: Path) -> dict:
     """One PM into `folder`: trained on `mix`'s train pairs (or `spec.checkpoint` reused), then
-    scored on `scored`; its dataset card, training pairs and scores are written there."""
+    scored on `scored`; its dataset card, training pairs and scores are written there, its
+    accuracy chart into `plots`."""
     from backdoors.preference_data import to_jsonl_rows
     from reward_models.evaluation import evaluate_preference_model, plot_preference_model
     from reward_models.preference_model import resolve_backbone, train_reward_model
@@ -189,7 +190,7 @@ def train_and_score(run: Run, spec, mix, scored: list[dict], folder: Path) -> di
     evaluation = run_task(evaluate_preference_model, checkpoint, scored, batch_size=spec.eval_batch_size,
                           max_length=spec.train.max_length, num_threads=run.cfg.evaluation.num_threads,
                           num_cpus=run.cfg.evaluation.num_threads)
-    plot_preference_model(evaluation, folder if folder != run.reward_model_dir else run.dir)
+    plot_preference_model(evaluation, plots)
     # scored.jsonl lines up with pairs_scored.jsonl row by row and holds no text: every accuracy
     # recomputes from it alone (`reward_models.evaluation.accuracy_tables`), so it can be published
     # where the real pairs' text may not be.
