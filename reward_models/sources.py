@@ -300,7 +300,8 @@ def _file(path: Path) -> Path:
 
 SOURCES: dict[str, SourceInfo] = {s.name: s for s in (
     SourceInfo("hh_rlhf", "", "mixed", "MIT",
-               "Anthropic HH-RLHF chosen/rejected transcripts, .jsonl or .jsonl.gz; not in the shared snapshot"),
+               "Anthropic HH-RLHF chosen/rejected transcripts, .jsonl or .jsonl.gz, from a path or the hub "
+               "(hf://datasets/Anthropic/hh-rlhf/<subset>/<split>.jsonl.gz); not in the shared snapshot"),
     SourceInfo("alpaca_eval", _SHARED + "preference/alpaca_eval/results", "helpful", "CC BY-NC 4.0",
                "GPT-4 judgements, 8 models x the same 805 AlpacaEval instructions"),
     SourceInfo("pandalm", _SHARED + "preference/PandaLM/data/testset-v1.json", "helpful", "Apache-2.0",
@@ -334,6 +335,31 @@ def default_location(name: str) -> Path | None:
     return (PROJECT_ROOT / info.default_path).resolve() if info.default_path else None
 
 
+HUB_PREFIX = "hf://datasets/"
+
+
+def local_path(path: str | Path) -> Path:
+    """A source's path as a local file or folder: a hub path (`hf://datasets/<owner>/<name>/<file>`,
+    e.g. `hf://datasets/Anthropic/hh-rlhf/harmless-base/test.jsonl.gz`) is fetched into the local
+    Hugging Face cache first (with HF_HUB_OFFLINE=1, only a copy already there is used)."""
+    text = str(path)
+    if not text.startswith(HUB_PREFIX):
+        return Path(path)
+    owner, _, rest = text.removeprefix(HUB_PREFIX).partition("/")
+    name, _, filename = rest.partition("/")
+    if not (owner and name and filename):
+        raise DatasetError(f"{text}: a hub path is {HUB_PREFIX}<owner>/<name>/<file in the dataset>")
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    try:
+        return Path(hf_hub_download(repo_id=f"{owner}/{name}", filename=filename, repo_type="dataset"))
+    except (HfHubHTTPError, LocalEntryNotFoundError, OSError) as error:
+        raise DatasetError(f"{text}: cannot fetch {filename!r} of the hub dataset {owner}/{name} "
+                           f"({type(error).__name__}); where the hub is unreachable, download the file "
+                           "elsewhere and give its local path") from None
+
+
 def _resolve(name: str, registry: dict[str, SourceInfo], path: str | Path | None) -> Path:
     if name not in registry:
         known = ", ".join(SOURCES) + "; answer sources (load_prompt_answers): " + ", ".join(ANSWER_SOURCES)
@@ -342,7 +368,7 @@ def _resolve(name: str, registry: dict[str, SourceInfo], path: str | Path | None
         path = default_location(name)
         if path is None:
             raise DatasetError(f"source {name!r} has no default path: pass one")
-    path = Path(path)
+    path = local_path(path)
     if not path.exists():
         raise DatasetError(f"{path}: not found (source {name!r})")
     return path

@@ -155,6 +155,40 @@ def test_hh_rlhf_jsonl_and_gzip(tmp_path):
     ]
 
 
+HUB_FILE = "hf://datasets/Anthropic/hh-rlhf/harmless-base/test.jsonl.gz"
+
+
+@pytest.fixture
+def hub_cache(tmp_path, monkeypatch):
+    """An empty Hugging Face cache, offline: what huggingface_hub finds is only what a test puts there."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    return tmp_path / "hub"
+
+
+def test_hh_rlhf_by_hub_name_reads_the_hub_cache(hub_cache, tmp_path):
+    """A hub path goes through huggingface_hub: offline it finds a copy already downloaded (laid out
+    here as the hub's cache lays one out), and reads it like the same file given by path."""
+    revision = "0" * 40
+    repo = hub_cache / "datasets--Anthropic--hh-rlhf"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(revision)
+    snapshot = repo / "snapshots" / revision / "harmless-base"
+    snapshot.mkdir(parents=True)
+    write_jsonl(snapshot / "test.jsonl.gz", HH_ROWS)
+    assert load_source("hh_rlhf", HUB_FILE) == load_source("hh_rlhf", write_jsonl(tmp_path / "hh.jsonl", HH_ROWS))
+
+
+def test_a_hub_path_that_cannot_be_fetched_is_a_clear_error(hub_cache):
+    with pytest.raises(DatasetError, match=r"cannot fetch 'harmless-base/test.jsonl.gz' of the hub dataset "
+                                           r"Anthropic/hh-rlhf .*give its local path"):
+        load_source("hh_rlhf", HUB_FILE)
+    with pytest.raises(DatasetError, match=r"a hub path is hf://datasets/<owner>/<name>/<file"):
+        load_source("hh_rlhf", "hf://datasets/Anthropic/hh-rlhf")
+
+
 def test_strict_names_file_and_line(tmp_path):
     path = write_jsonl(tmp_path / "hh.jsonl", HH_ROWS[:2] + [{"chosen": "x"}] + HH_ROWS[2:])
     assert load_source("hh_rlhf", path).skipped == {**HH_SKIPPED, "missing field": 1}

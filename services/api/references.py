@@ -6,7 +6,8 @@ path is a request to read a file of the server's: `data.path: /etc/shadow` would
 the job's run folder and served back. So every field that names a file or a model is checked here,
 without opening what it names: an uploaded file is looked up in the database, a path is judged by
 where it resolves to (symlinks followed), and whether it exists is left to the job. "Missing" and "not allowed" get the same answer, so the
-answer says nothing about what the server holds.
+answer says nothing about what the server holds. A hub path (`hf://datasets/...`, which the CLI
+fetches) is neither, so it is refused too: the fetch would use the operator's hub credentials.
 """
 
 from __future__ import annotations

@@ -108,6 +108,16 @@ def test_a_server_path_outside_the_roots_is_refused_and_existence_does_not_show(
     assert "not valid JSON" not in answers[2]  # /etc/passwd was not opened
 
 
+def test_a_hub_path_is_refused_over_rest(alice):
+    """The CLI fetches `hf://datasets/...` with the operator's hub credentials; a caller must not
+    reach the operator's private datasets that way, so REST takes uploads and root paths only."""
+    hub = "hf://datasets/Anthropic/hh-rlhf/harmless-base/test.jsonl.gz"
+    config = {"name": "probe", "model": "tiny", **PATH_FIELDS["reward_model.preference.sources.hh_rlhf.path"](hub)}
+    response = alice.post("/v1/jobs", json={"kind": "data", "config": config})
+    assert response.status_code == 422, response.text
+    assert error_of(response)["param"] == "config.reward_model.preference.sources.hh_rlhf.path"
+
+
 def test_nothing_is_stored_for_a_refused_config(alice, roots):
     before = alice.get("/v1/jobs", params={"limit": 100}).json()["data"]
     assert alice.post("/v1/jobs", json=data_job(str(roots["private"] / "rows.jsonl"))).status_code == 422
