@@ -4,6 +4,8 @@ The command runs as a child; every `--every` seconds the memory of its whole pro
 driver, the Ray cluster it starts, Ray's workers and Serve replicas) is summed. Memory is PSS
 (proportional set size: a page shared by n processes counts 1/n in each), so the libraries and
 the model pages that several workers map are not counted once per worker, as an RSS sum would.
+At the peak it also keeps each process's share, named by its command line (a Ray worker's reads
+`ray::<actor or task>`), so a peak can be attributed.
 The stage times come from the run's own records.
 
     .venv/bin/python bench/job_footprint.py --label after --out bench/results/main_job.json -- \\
@@ -25,20 +27,21 @@ from pathlib import Path
 import psutil
 
 
-def tree_memory(root: psutil.Process) -> tuple[float, int]:
-    """(PSS in GiB, process count) of `root` and every descendant, skipping processes that end mid-read."""
-    total, count = 0, 0
+def tree_memory(root: psutil.Process) -> dict[str, float]:
+    """PSS in GiB of `root` and every descendant, by process ("pid name", Ray's workers named by
+    their actor or task), skipping processes that end mid-read."""
     try:
         processes = [root, *root.children(recursive=True)]
     except psutil.NoSuchProcess:
-        return 0.0, 0
+        return {}
+    by_process = {}
     for process in processes:
         try:
-            total += process.memory_full_info().pss
-            count += 1
+            title = " ".join(process.cmdline()[:1]) or process.name()
+            by_process[f"{process.pid} {title[:80]}"] = process.memory_full_info().pss / 2**30
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             continue
-    return total / 2**30, count
+    return by_process
 
 
 def main() -> None:
@@ -55,12 +58,13 @@ def main() -> None:
     started = time.perf_counter()
     child = subprocess.Popen(command)
     root = psutil.Process(child.pid)
-    peak, peak_processes, samples = 0.0, 0, []
+    peak, peak_by_process, samples = 0.0, {}, []
     while child.poll() is None:
-        pss, count = tree_memory(root)
+        by_process = tree_memory(root)
+        pss = sum(by_process.values())
         samples.append([round(time.perf_counter() - started, 1), round(pss, 3)])
         if pss > peak:
-            peak, peak_processes = pss, count
+            peak, peak_by_process = pss, by_process
         time.sleep(args.every)
     wall = time.perf_counter() - started
     stages = {}
@@ -69,7 +73,9 @@ def main() -> None:
             data = json.loads(record.read_text())
             stages[data["stage"]] = data.get("wall_s")
     result = {"command": command, "exit_code": child.returncode, "wall_s": round(wall, 1),
-              "peak_pss_gib": round(peak, 2), "processes_at_peak": peak_processes, "sample_every_s": args.every,
+              "peak_pss_gib": round(peak, 2), "sample_every_s": args.every,
+              "at_peak_gib_by_process": {name: round(gib, 3) for name, gib in
+                                         sorted(peak_by_process.items(), key=lambda item: -item[1])},
               "stage_wall_s": stages, "finished_at": datetime.now(timezone.utc).isoformat(), "samples": samples}
     out = Path(args.out)
     everything = json.loads(out.read_text()) if out.exists() else {}

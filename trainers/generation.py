@@ -1,4 +1,11 @@
-"""Batched sampling from a causal LM: answers for data generation, evaluation, red-teaming and PPO rollouts."""
+"""The generation engine: batched sampling from a causal LM for everything that samples (the data
+stage's own answers, evaluation and curve points, the red team, PPO rollouts, the PM's compliant
+answers).
+
+Our own decode loop (`decode`) rather than HF `generate`, so that it can run on oneDNN-packed
+weights (`packed_linears`): 1.4x on the main job's evaluation, with greedy answers unchanged
+(bench/README.md, docs/results/issue-19-engine/).
+"""
 
 from __future__ import annotations
 
@@ -132,7 +139,7 @@ class PackedLinear(torch.nn.Module):
     """An inference-only stand-in for an `nn.Linear` whose weight is pre-packed for oneDNN.
 
     Why: decoding multiplies a few rows (1-64) by every weight matrix. At those shapes the default
-    CPU matmul reaches 5-95 GFLOP/s here, oneDNN on a packed weight 9-160 (2.5-3x at 16-32 rows;
+    CPU matmul reaches 6-145 GFLOP/s here, oneDNN on a packed weight 9-200 (1.2-3.4x, most on the LM head;
     bench/README.md). Same fp32 arithmetic in another order: greedy answers stay equal to
     `generate` (tests/test_generation.py checks, bench/generation.py counts).
     """

